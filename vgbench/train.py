@@ -1,0 +1,232 @@
+"""The training loop: batches from device tensors, one host sync per epoch, layerwise stages."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vgbench import model as M
+from vgbench.config import Config
+from vgbench.data import Splits
+from vgbench.diagnostics import Probe, grad_ratio, probe_batch
+
+
+def _generator(seed: int, stream: str) -> torch.Generator:
+    # an independent, process-stable CPU stream per purpose (str hashes are salted per process)
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{stream}".encode()))
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA device; "
+                           "use --device cpu or auto")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; choose from auto, cpu, cuda")
+    return torch.device(device)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so a clock read after it is honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class History:
+    """Everything one run produced; round-trips through JSON."""
+
+    name: str
+    config: dict
+    device: str
+    stage: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    epoch_time: list[float] = field(default_factory=list)
+    """Seconds per epoch (train + validation + probe), device synchronized."""
+    test_loss: float | None = None
+    test_acc: float | None = None
+    total_epochs: int = 0
+    diagnostics: dict | None = None
+    """Per probe point: 'epoch' (0 = init) and per-layer lists (see diagnostics.py)."""
+    grad_ratio_init: float | None = None
+    grad_ratio_final: float | None = None
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """Serialize (and write to path when given)."""
+        text = json.dumps(dataclasses.asdict(self), indent=1)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> "History":
+        """Inverse of to_json; accepts the JSON text or a file path."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text_or_path).read_text()
+        return cls(**json.loads(text))
+
+    def best_val_acc(self) -> float:
+        """Highest validation accuracy over all epochs."""
+        return max(self.val_acc, default=float("nan"))
+
+    def epochs_to(self, target: float) -> int | None:
+        """First epoch (1-based) whose validation accuracy reaches target, else None."""
+        return next((i + 1 for i, a in enumerate(self.val_acc) if a >= target), None)
+
+
+class Run:
+    """One training run, advanced an epoch at a time (so a benchmark can time each epoch)."""
+
+    def __init__(self, cfg: Config, splits: Splits, name: str = "custom"):
+        self.cfg, self.s = cfg, splits
+        self.device = splits.train_x.device
+        with torch.random.fork_rng(devices=[]):  # seed init without touching the caller's RNG
+            torch.manual_seed(cfg.seed)
+            self.mlp = M.build(cfg).to(self.device)
+        self.shuffle = _generator(cfg.seed, "shuffle")
+        self.history = History(name=name, config=cfg.to_dict(), device=str(self.device),
+                               total_epochs=cfg.total_epochs)
+        self.probe = None
+        if cfg.diagnostics:
+            x, y = probe_batch(splits.train_x, splits.train_y, cfg.probe_size,
+                               _generator(cfg.seed, "probe"))
+            self.probe = Probe(self.mlp, x, y)
+            self.probe.measure(self.mlp, 0)
+        self.epoch_no = 0
+        self.stage_no = 0
+        self._start_stage(1)
+
+    # --- stages ---
+    def _start_stage(self, k: int) -> None:
+        cfg = self.cfg
+        self.stage_no = k
+        if not cfg.layerwise or k == cfg.n_stages:
+            for p in self.mlp.parameters():
+                p.requires_grad_(True)
+            self.net: nn.Module = self.mlp
+        else:
+            ends = [sum(cfg.stage_blocks[:i + 1]) for i in range(cfg.n_stages)]
+            lo, hi = (ends[k - 2] if k > 1 else 0), ends[k - 1]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(zlib.crc32(f"{cfg.seed}:head{k}".encode()))
+                head = nn.Linear(cfg.width, M.N_CLASS)
+                M.init_weights(head, cfg)
+            for i, layer in enumerate(self.mlp.hidden):
+                layer.requires_grad_(lo <= i < hi)
+            self.net = M.Stage(self.mlp, hi, head.to(self.device))
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if cfg.optimizer == "adam":
+            self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        else:
+            self.opt = torch.optim.SGD(params, lr=cfg.lr)
+
+    @property
+    def done(self) -> bool:
+        """True once every stage has trained its epochs."""
+        return self.epoch_no >= self.cfg.total_epochs
+
+    # --- one epoch ---
+    def _train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x_all, y_all, bs = self.s.train_x, self.s.train_y, self.cfg.batch_size
+        perm = torch.randperm(len(y_all), generator=self.shuffle).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.net.train()
+        for i in range(0, len(perm), bs):
+            idx = perm[i:i + bs]
+            x, y = x_all.index_select(0, idx), y_all.index_select(0, idx)
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            loss_sum += loss.detach() * len(y)  # stays on the device: no per-batch sync
+            correct += (logits.argmax(1) == y).sum()
+        n = len(y_all)
+        return loss_sum / n, correct / n
+
+    @torch.no_grad()
+    def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, net: nn.Module | None = None):
+        """(mean loss, accuracy) as device tensors; batches of batch_size, in order."""
+        net = net or self.net
+        net.eval()
+        bs = self.cfg.batch_size  # custom_norm uses batch statistics, so keep the batch size
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for i in range(0, len(y_all), bs):
+            x, y = x_all[i:i + bs], y_all[i:i + bs]
+            logits = net(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+        return loss_sum / len(y_all), correct / len(y_all)
+
+    def step(self) -> dict:
+        """Train one epoch, evaluate on validation, probe; return the epoch's record."""
+        if self.done:
+            raise RuntimeError(f"run already trained its {self.cfg.total_epochs} epochs")
+        per_stage = self.cfg.epochs_per_stage
+        if self.epoch_no and self.epoch_no % per_stage == 0:
+            self._start_stage(self.stage_no + 1)
+        sync(self.device)
+        t0 = time.perf_counter()
+        tr_loss, tr_acc = self._train_epoch()
+        va_loss, va_acc = self.evaluate(self.s.val_x, self.s.val_y)
+        self.epoch_no += 1
+        if self.probe is not None:
+            self.probe.measure(self.mlp, self.epoch_no)
+        tr_loss, tr_acc, va_loss, va_acc = torch.stack(
+            [tr_loss, tr_acc.float(), va_loss, va_acc.float()]).tolist()  # the epoch's sync
+        dt = time.perf_counter() - t0
+        h = self.history
+        for key, v in (("stage", self.stage_no), ("train_loss", tr_loss), ("train_acc", tr_acc),
+                       ("val_loss", va_loss), ("val_acc", va_acc), ("epoch_time", dt)):
+            getattr(h, key).append(v)
+        return {"epoch": self.epoch_no, "total": self.cfg.total_epochs, "stage": self.stage_no,
+                "n_stages": self.cfg.n_stages,
+                "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss,
+                "val_acc": va_acc, "time_s": dt}
+
+    def finish(self) -> History:
+        """Test accuracy of the whole network, diagnostics into the history; returns it."""
+        if self.stage_no != self.cfg.n_stages:  # stopped before the final stage: use full net
+            self._start_stage(self.cfg.n_stages)
+        loss, acc = self.evaluate(self.s.test_x, self.s.test_y, net=self.mlp)
+        h = self.history
+        h.test_loss, h.test_acc = loss.item(), acc.item()
+        if self.probe is not None:
+            h.diagnostics = self.probe.points
+            h.grad_ratio_init = grad_ratio(self.probe.points["grad_norm"][0])
+            h.grad_ratio_final = grad_ratio(self.probe.points["grad_norm"][-1])
+        return h
+
+
+def train(cfg: Config, splits: Splits, name: str = "custom", on_epoch=None) -> History:
+    """Run every epoch of cfg on splits; on_epoch(record) is called after each."""
+    run = Run(cfg, splits, name)
+    while not run.done:
+        record = run.step()
+        if on_epoch is not None:
+            on_epoch(record)
+    return run.finish()
+
+
+def format_epoch(r: dict) -> str:
+    """The course project's per-epoch line."""
+    stage = f" stage {r['stage']}/{r['n_stages']}" if r["n_stages"] > 1 else ""
+    return (f"EPOCH {r['epoch']}/{r['total']}{stage} train_loss {r['train_loss']:.4f} "
+            f"train_acc {r['train_acc']:.4f} val_loss {r['val_loss']:.4f} "
+            f"val_acc {r['val_acc']:.4f} ({r['time_s']:.2f}s)")
