@@ -25,6 +25,8 @@ def _run(args) -> int:
         changes["stage_epochs"] = args.stage_epochs
     if args.no_diagnostics:
         changes["diagnostics"] = False
+    if args.limit is not None:
+        changes["limit"] = args.limit
     cfg = replace(remedy.config, **changes)
     device = train.resolve_device(args.device)
     if args.threads:
@@ -87,6 +89,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     run.add_argument("--no-diagnostics", action="store_true", help="skip per-layer probing")
+    run.add_argument("--limit", type=int, help="cap each data split at N samples (smoke tests)")
     run.set_defaults(fn=_run)
 
     lst = sub.add_parser("list", help="list every experiment with its description")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 ACTIVATIONS = ("sigmoid", "relu")
@@ -108,8 +109,8 @@ class Config:
         return self.n_stages * self.epochs_per_stage
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict (tuples become lists)."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict (tuples become lists, as after a JSON round trip)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
