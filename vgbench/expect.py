@@ -16,6 +16,7 @@ METRICS = {
     "grad_ratio_final": "first-layer / output-layer weight-gradient norm after the last epoch",
     "grad_gain_init": "grad_ratio_init over the baseline's, same seed and probe batch",
     "first_layer_change": "||W1 - W1_0|| / ||W1_0|| after the last epoch",
+    "saturation_init": "mean fraction of saturated hidden units at init (probe batch)",
 }
 OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
 
@@ -32,6 +33,8 @@ def metrics(h: History, baseline_ratio_init: float | None = None) -> dict[str, f
         m["grad_ratio_init"] = h.grad_ratio_init
         m["grad_ratio_final"] = h.grad_ratio_final
         m["first_layer_change"] = h.diagnostics["weight_change"][-1][0]
+        sat = h.diagnostics["saturation"][0]
+        m["saturation_init"] = sum(sat) / len(sat)
         if baseline_ratio_init:
             m["grad_gain_init"] = h.grad_ratio_init / baseline_ratio_init
     return m

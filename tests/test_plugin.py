@@ -1,0 +1,112 @@
+"""The pytest plugin, run in a subprocess as a user would (pytester), on tiny real data."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["-p", "no:cacheprovider", "--vg-budget", "quick", "--vg-epochs", "1",
+        "--vg-limit", "512", "--vg-remedy", "baseline", "--vg-seeds", "2", "--vg-no-figures"]
+
+
+def summary_row(out: str, remedy: str) -> str:
+    """The summary table's row for remedy (its seeds column follows the name)."""
+    return next(line for line in out.splitlines() if re.match(rf"{remedy}\s+\d", line))
+
+
+@pytest.fixture
+def suite(pytester, real_data):
+    """A copy of benchmarks/test_remedies.py with the root conftest beside it."""
+    shutil.copy(ROOT / "benchmarks" / "test_remedies.py", pytester.path / "test_remedies.py")
+    shutil.copy(ROOT / "conftest.py", pytester.path / "conftest.py")
+    return pytester
+
+
+def test_options_in_help(pytester):
+    shutil.copy(ROOT / "conftest.py", pytester.path / "conftest.py")
+    out = pytester.runpytest_subprocess("--help").stdout.str()
+    assert "vgbench: vanishing-gradient remedies" in out
+    for opt in ("--vg-budget", "--vg-epochs", "--vg-seeds", "--vg-device", "--vg-remedy",
+                "--vg-out", "--vg-compare", "--vg-save"):
+        assert opt in out
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["no-xdist", "xdist-2"])
+def test_tiny_run_prints_the_summary(suite, xdist):
+    res = suite.runpytest_subprocess(*TINY, *xdist, "--vg-out", "out",
+                                     "--benchmark-json", "bench.json")
+    res.assert_outcomes(passed=2)
+    out = res.stdout.str()
+    assert "vgbench summary" in out and "test acc (95% CI)" in out
+    row = summary_row(out, "baseline")
+    assert "42,43" in row and row.rstrip().endswith("held")
+    summary = json.loads((suite.path / "out" / "summary.json").read_text())
+    assert [r["remedy"] for r in summary["rows"]] == ["baseline"]
+    assert (suite.path / "out" / "summary.md").read_text().startswith("# vgbench summary")
+    assert (suite.path / "out" / "baseline-seed43" / "history.json").is_file()
+    # epoch timings reach pytest-benchmark's table and JSON, from the workers under xdist
+    assert "test_remedy[baseline-seed42]" in out and "Rounds" in out
+    bench = json.loads((suite.path / "bench.json").read_text())["benchmarks"]
+    assert sorted(b["param"] for b in bench) == ["baseline-seed42", "baseline-seed43"]
+    assert all(b["stats"]["rounds"] == 1 and b["stats"]["mean"] > 0 for b in bench)
+
+
+def test_a_false_expectation_fails_like_a_finding(suite):
+    suite.makeconftest(
+        (ROOT / "conftest.py").read_text() + "\n"
+        "import dataclasses\n"
+        "from vgbench import registry\n"
+        "from vgbench.expect import Check\n"
+        "registry.REMEDIES['baseline'] = dataclasses.replace(registry.REMEDIES['baseline'],\n"
+        "    quick=(Check('test_acc', '>=', 0.9, 'made false on purpose'),))\n"
+    )
+    res = suite.runpytest_subprocess(*TINY, "--vg-seeds", "1", "--vg-out", "out")
+    res.assert_outcomes(failed=1)
+    out = res.stdout.str()
+    assert "baseline (seed 42): expected test_acc >= 0.9, observed 0." in out
+    assert "[made false on purpose]" in out
+    assert "FAILED (1)" in summary_row(out, "baseline")
+
+
+def test_bad_options_are_usage_errors(suite):
+    res = suite.runpytest_subprocess("--vg-remedy", "rellu")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "unknown remedy 'rellu'; choose from baseline" in res.stderr.str()
+    res = suite.runpytest_subprocess("--vg-compare", "missing.json")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "no such file; write one with --vg-save" in res.stderr.str()
+
+
+def test_save_then_compare_then_a_moved_metric_fails(suite):
+    args = [*TINY, "--vg-seeds", "1", "-n", "2"]
+    suite.runpytest_subprocess(*args, "--vg-save", "ref.json").assert_outcomes(passed=1)
+    ref = json.loads((suite.path / "ref.json").read_text())
+    entry = ref["budgets"]["quick"]["remedies"]["baseline"]
+    assert set(entry) >= {"test_acc", "grad_ratio_init", "grad_ratio_final"}
+    res = suite.runpytest_subprocess(*args, "--vg-compare", "ref.json")
+    assert res.ret == 0, res.stdout.str()
+    assert "vgbench reference comparison" in res.stdout.str()
+    entry["test_acc"]["values"]["42"] += 0.2  # as if the code had changed the outcome
+    (suite.path / "ref.json").write_text(json.dumps(ref))
+    res = suite.runpytest_subprocess(*args, "--vg-compare", "ref.json")
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    out = res.stdout.str()
+    assert "MOVED" in out and "moved beyond tolerance: baseline test_acc" in out
+
+
+def test_benchmark_autosave_and_compare_under_xdist(suite):
+    args = [*TINY, "--vg-seeds", "1", "-n", "2", "--benchmark-storage", "file://store"]
+    suite.runpytest_subprocess(*args, "--benchmark-autosave").assert_outcomes(passed=1)
+    saved = list((suite.path / "store").rglob("*.json"))
+    assert len(saved) == 1
+    assert json.loads(saved[0].read_text())["benchmarks"][0]["param"] == "baseline-seed42"
+    res = suite.runpytest_subprocess(*args, "--benchmark-compare",
+                                     "--benchmark-compare-fail=mean:10000%")
+    res.assert_outcomes(passed=1)
+    assert "Comparing against benchmarks from" in res.stdout.str() + res.stderr.str()
+    assert "NOW" in res.stdout.str()  # the table shows the saved run beside this one
