@@ -44,6 +44,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--vg-data-dir", default=None, metavar="DIR",
                 help="folder with the Fashion-MNIST IDX files (default: usual lookup)")
     g.addoption("--vg-no-figures", action="store_true", help="skip the per-run PNG figures")
+    g.addoption("--vg-threads", type=int, default=None, metavar="N",
+                help="torch threads per process (default: cores // local xdist workers; "
+                     "set it with --tx on other hosts)")
     g.addoption("--vg-compare", default=None, metavar="FILE",
                 help="fail remedies that moved beyond the tolerances in this reference file")
     g.addoption("--vg-save", default=None, metavar="FILE",
@@ -97,19 +100,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("vg_seed", seeds, ids=[f"seed{s}" for s in seeds])
 
 
-_threads_set = False
+def _set_threads(config: pytest.Config) -> None:
+    """Once per process: workers x threads <= cores (or --vg-threads)."""
+    import torch
 
-
-def _set_threads() -> None:
-    global _threads_set
-    if _threads_set:
-        return
-    _threads_set = True
+    threads = config.getoption("vg_threads")
     n_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if n_workers > 1:
-        import torch
-
-        torch.set_num_threads(harness.worker_threads(n_workers))
+    if threads is None and n_workers > 1:
+        threads = harness.worker_threads(n_workers)
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def vg_run(request, benchmark, vg_settings, vg_remedy, vg_seed):
     """Call it to train (vg_remedy, vg_seed), timed per epoch; returns the case's record."""
 
     def go() -> dict:
-        _set_threads()
+        _set_threads(request.config)
 
         def driver(run):
             if benchmark.disabled:  # under xdist: run.step() times each epoch itself
