@@ -46,13 +46,18 @@ def tiny_dir(tmp_path):
     return tmp_path / "tiny"
 
 
+def load_or_skip(device):
+    """The real Fashion-MNIST on device; skips the test when it is not installed."""
+    try:
+        return data.load_cached(device=device, download=False)
+    except data.DataError as exc:
+        pytest.skip(f"real Fashion-MNIST not available: {exc}")
+
+
 @pytest.fixture(scope="session")
 def real_data():
     """The real Fashion-MNIST on the CPU (skips when it is not installed)."""
-    try:
-        return data.load_cached(device="cpu", download=False)
-    except data.DataError as exc:
-        pytest.skip(f"real Fashion-MNIST not available: {exc}")
+    return load_or_skip("cpu")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """Finding, validating and splitting Fashion-MNIST."""
 
+import contextlib
 import gzip
+import io
 import subprocess
 import sys
 
@@ -128,23 +130,29 @@ def test_real_data_is_the_original(real_data):
     assert real_data.train_x.mean().item() == pytest.approx(0.2860, abs=5e-5)
 
 
-def _split_fingerprint(seed):
-    code = (
-        "import torch; from vgbench import data;"
-        "ds = data.load_cached(download=False);"
-        f"s = data.split(ds, {seed});"
-        "print(len(s.train_y), len(s.val_y), int(s.train_y[:500].sum()),"
-        " float(s.val_x[:50].sum()))"
-    )
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout
+FINGERPRINT = (
+    "s = data.split(ds, {seed});"
+    "print(len(s.train_y), len(s.val_y), int(s.train_y[:500].sum()),"
+    " float(s.val_x[:50].sum()))"
+)
+
+
+def _fingerprint_here(ds, seed):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(FINGERPRINT.format(seed=seed), {"data": data, "ds": ds})
+    return out.getvalue()
 
 
 def test_split_is_identical_across_processes(real_data):
-    first = _split_fingerprint(42)
-    assert first.split()[:2] == ["54000", "6000"]
-    assert _split_fingerprint(42) == first  # a fresh process, as an xdist worker
-    assert _split_fingerprint(43) != first
+    code = ("from vgbench import data; ds = data.load_cached(download=False);"
+            + FINGERPRINT.format(seed=42))
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout  # a fresh process, as an xdist worker is
+    here = _fingerprint_here(real_data, 42)
+    assert here.split()[:2] == ["54000", "6000"]
+    assert fresh == here
+    assert _fingerprint_here(real_data, 43) != here
 
 
 def test_split_ignores_global_rng(real_data):

@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from tests.conftest import load_or_skip
 from vgbench import data, registry, train
 
 pytestmark = [
@@ -15,10 +16,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def cuda_data():
-    try:
-        return data.load_cached(device="cuda", download=False)
-    except data.DataError as exc:
-        pytest.skip(f"real Fashion-MNIST not available: {exc}")
+    return load_or_skip("cuda")
 
 
 def test_data_lives_on_the_gpu(cuda_data):
