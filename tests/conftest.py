@@ -1,6 +1,7 @@
 """Shared fixtures: tiny IDX files written on the fly, and the real data when installed."""
 
 import gzip
+import os
 import struct
 
 import numpy as np
@@ -9,6 +10,17 @@ import pytest
 from vgbench import data
 
 TINY = data.Spec(n_train=40, n_test=20)
+
+
+def pytest_configure(config):
+    """Under xdist, keep workers x torch threads <= cores (else they thrash)."""
+    n_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if n_workers > 1:
+        import torch
+
+        from vgbench.harness import worker_threads
+
+        torch.set_num_threads(worker_threads(n_workers))
 
 
 def write_idx(path, array, compress=True):

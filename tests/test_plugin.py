@@ -19,6 +19,13 @@ def summary_row(out: str, remedy: str) -> str:
     return next(line for line in out.splitlines() if re.match(rf"{remedy}\s+\d", line))
 
 
+@pytest.fixture(autouse=True)
+def not_an_xdist_worker(monkeypatch):
+    """When these tests run under xdist, the pytest they start must not think it is a worker."""
+    for var in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture
 def suite(pytester, real_data):
     """A copy of benchmarks/test_remedies.py with the root conftest beside it."""

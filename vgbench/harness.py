@@ -208,11 +208,12 @@ def table(rows: list[dict], fmt: str = "simple") -> str:
         gi, gf = _geo(r["grad_ratio_init"]), _geo(r["grad_ratio_final"])
         ratio = f"{gi:.1e} -> {gf:.1e}" if gi is not None and gf is not None else "-"
         t = r["median_epoch_s"]
-        body.append([r["remedy"], ",".join(map(str, r["seeds"])), _fmt_acc(r["test_acc"]),
+        body.append([r["remedy"], ",".join(map(str, r["seeds"])), r["epochs"],
+                     _fmt_acc(r["test_acc"]),
                      f"{max(r['best_val_acc']):.3f}", to_target, ratio,
                      f"{t:.2f}" if t is not None else "-", r["verdict"]])
     target = rows[0]["target"] if rows else 0.7
-    headers = ["remedy", "seeds", "test acc (95% CI)", "best val acc",
+    headers = ["remedy", "seeds", "epochs", "test acc (95% CI)", "best val acc",
                f"epochs to val {target:g}", "grad ratio init -> final", "median epoch s",
                "expected outcome"]
     return tabulate(body, headers=headers, tablefmt=fmt)

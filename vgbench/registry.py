@@ -46,6 +46,11 @@ _REMEDIES = [
     Remedy(
         "baseline", "7x128 sigmoid MLP, default init, SGD lr 1e-2: the vanishing case",
         BASELINE,
+        full=(
+            Check("test_acc", "<=", 0.15, "FULLWHY"),
+            Check("grad_ratio_final", "<=", 1e-4, "FULLWHY"),
+            Check("first_layer_change", "<=", 1e-3, "FULLWHY"),
+        ),
         quick=(
             Check("test_acc", "<=", 0.15, f"{_Q}: 0.1000 all; chance + 0.05"),
             Check("grad_ratio_init", "<=", 1e-4, "seeds 42-46: 3.2e-6..6.1e-6; 16x margin"),
@@ -55,6 +60,10 @@ _REMEDIES = [
     Remedy(
         "init_std1", "weights ~ N(0, 1.0): larger init keeps gradients alive",
         replace(BASELINE, init="normal", init_std=1.0),
+        full=(
+            Check("test_acc", ">=", 0.65, "FULLWHY"),
+            Check("grad_gain_init", ">=", 1e3, "seeds 42-46: 2.1e4..5.9e4 x baseline; 20x"),
+        ),
         quick=(
             Check("test_acc", ">=", 0.30, f"{_Q}: 0.422..0.502; margin 0.12"),
             Check("grad_gain_init", ">=", 1e3, "seeds 42-46: 2.1e4..6.0e4 x baseline; 20x"),
@@ -63,6 +72,10 @@ _REMEDIES = [
     Remedy(
         "init_std10", "weights ~ N(0, 10.0): too large, sigmoids saturate",
         replace(BASELINE, init="normal", init_std=10.0),
+        full=(
+            Check("test_acc", "<=", 0.20, "FULLWHY"),
+            Check("saturation_init", ">=", 0.9, "seeds 42-46: 0.971..0.973; margin 0.07"),
+        ),
         quick=(
             Check("test_acc", "<=", 0.15, f"{_Q}: 0.093..0.102; chance + 0.05"),
             Check("saturation_init", ">=", 0.9, "seeds 42-46: 0.971..0.973; margin 0.07"),
@@ -72,6 +85,10 @@ _REMEDIES = [
         "relu", "ReLU instead of Sigmoid (small init)",
         replace(SMALL, activation="relu"),
         # still near chance after 5 epochs (0.134..0.145), as PROTOCOL.md says: no acc check
+        full=(
+            Check("test_acc", ">=", 0.70, "FULLWHY"),
+            Check("grad_ratio_init", ">=", 0.1, "seeds 42-46: 1.07..1.40; 10x margin"),
+        ),
         quick=(
             Check("grad_ratio_init", ">=", 0.1, "seeds 42-46: 1.07..1.40; 10x margin"),
             Check("grad_gain_init", ">=", 1e4, "seeds 42-46: 1.9e5..4.3e5 x baseline; 19x"),
@@ -81,6 +98,10 @@ _REMEDIES = [
         "adam", "Adam lr 1e-3 instead of SGD (sigmoid, small init)",
         replace(SMALL, optimizer="adam", lr=1e-3),
         # same network as the baseline at init: Adam's per-weight step moves layer 1 anyway
+        full=(
+            Check("test_acc", ">=", 0.80, "FULLWHY"),
+            Check("grad_ratio_final", ">=", 0.1, "FULLWHY"),
+        ),
         quick=(
             Check("test_acc", ">=", 0.15, f"{_Q}: 0.202..0.491; margin 0.05"),
             Check("first_layer_change", ">=", 0.1, f"{_Q}: 1.04..1.25; 10x margin"),
@@ -90,6 +111,10 @@ _REMEDIES = [
     Remedy(
         "batchnorm", "BatchNorm1d between each hidden Linear and its Sigmoid",
         replace(SMALL, norm="batchnorm"),
+        full=(
+            Check("test_acc", ">=", 0.80, "FULLWHY"),
+            Check("grad_ratio_init", ">=", 1e-2, "seeds 42-46: 0.47..0.88; 47x margin"),
+        ),
         quick=(
             Check("test_acc", ">=", 0.70, f"{_Q}: 0.775..0.777; margin 0.075"),
             Check("grad_ratio_init", ">=", 1e-2, "seeds 42-46: 0.47..0.88; 47x margin"),
@@ -99,6 +124,10 @@ _REMEDIES = [
         "custom_norm", "parameter-free (x - mean) / std over the batch, BatchNorm position",
         replace(SMALL, norm="custom"),
         # still at chance after 5 epochs (0.1000 for all seeds): only the gradient checks
+        full=(
+            Check("test_acc", ">=", 0.70, "FULLWHY"),
+            Check("grad_gain_init", ">=", 100, "seeds 42-46: 183..924 x baseline; 1.8x"),
+        ),
         quick=(
             Check("grad_gain_init", ">=", 100, "seeds 42-46: 183..924 x baseline; 1.8x"),
             Check("grad_ratio_init", ">=", 5e-4, "seeds 42-46: 1.1e-3..3.1e-3; 2.2x margin"),
@@ -107,6 +136,10 @@ _REMEDIES = [
     Remedy(
         "skip", "residual adds: h3 += h1, h7 += h4 (small init)",
         replace(SMALL, skip=((1, 3), (4, 7))),
+        full=(
+            Check("test_acc", ">=", 0.50, "FULLWHY"),
+            Check("grad_ratio_init", ">=", 5e-3, "seeds 42-46: 1.7e-2..2.4e-2; 3.4x margin"),
+        ),
         quick=(
             Check("grad_ratio_init", ">=", 5e-3, "seeds 42-46: 1.7e-2..2.4e-2; 3.4x margin"),
             Check("grad_ratio_final", ">=", 1e-2, f"{_Q}: 7.6e-2..7.9e-2; 7.6x margin"),
@@ -116,6 +149,10 @@ _REMEDIES = [
         "layerwise", "train blocks of 2, 2, 2, 1 layers in stages, then the whole net",
         replace(SMALL, layerwise=True),
         # the 2-layer first stage learns; the deeper stages fall back to chance
+        full=(
+            Check("test_acc", ">=", 0.30, "FULLWHY"),
+            Check("grad_ratio_final", ">=", 1e-3, "FULLWHY"),
+        ),
         quick=(
             Check("best_val_acc", ">=", 0.20, f"{_Q} x 4 stages: 0.265..0.315; margin 0.065"),
         ),
@@ -124,6 +161,10 @@ _REMEDIES = [
         "gradnorm", "normalize the backward gradient after every hidden activation",
         replace(SMALL, gradnorm="post"),
         # accuracy is seed-dependent (0.100..0.229 after 5 epochs): not asserted
+        full=(
+            Check("grad_ratio_init", ">=", 100, "seeds 42-46: 3.0e3..6.4e3; 30x margin"),
+            Check("first_layer_change", ">=", 1.0, "FULLWHY"),
+        ),
         quick=(
             Check("grad_ratio_init", ">=", 100, "seeds 42-46: 3.0e3..6.4e3; 30x margin"),
             Check("first_layer_change", ">=", 1.0, f"{_Q}: 4.2..5.5; 4x margin"),
@@ -133,6 +174,10 @@ _REMEDIES = [
         "gradnorm_pre", "normalize the backward gradient between Linear and activation",
         replace(SMALL, gradnorm="pre"),
         # gradients explode rather than vanish, and it stays at chance
+        full=(
+            Check("test_acc", "<=", 0.15, "FULLWHY"),
+            Check("grad_ratio_init", ">=", 1e3, "seeds 42-46: 1.3e4..2.8e4; 13x margin"),
+        ),
         quick=(
             Check("test_acc", "<=", 0.15, f"{_Q}: 0.1000 all; chance + 0.05"),
             Check("grad_ratio_init", ">=", 1e3, "seeds 42-46: 1.3e4..2.8e4; 13x margin"),
