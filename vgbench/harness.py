@@ -216,11 +216,12 @@ def table(rows: list[dict], fmt: str = "simple") -> str:
     headers = ["remedy", "seeds", "epochs", "test acc (95% CI)", "best val acc",
                f"epochs to val {target:g}", "grad ratio init -> final", "median epoch s",
                "expected outcome"]
-    return tabulate(body, headers=headers, tablefmt=fmt)
+    return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
-def write_summary(rows: list[dict], out: str | Path, header: str = "") -> list[Path]:
-    """summary.json and summary.md into out."""
+def write_summary(rows: list[dict], out: str | Path, header: str = "",
+                  image: bool = True) -> list[Path]:
+    """summary.json, summary.md and (image) summary.png into out."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "summary.json", out / "summary.md"
@@ -230,4 +231,9 @@ def write_summary(rows: list[dict], out: str | Path, header: str = "") -> list[P
     if failures:
         text += "\n## Failed expectations\n\n" + "\n".join(f"- {f}" for f in failures) + "\n"
     md.write_text(text)
-    return [js, md]
+    paths = [js, md]
+    if image:
+        from vgbench import plots
+
+        paths.append(plots.text_image(f"{header}\n\n{table(rows)}", out / "summary.png"))
+    return paths

@@ -97,6 +97,19 @@ def compare(histories: list[History], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def text_image(text: str, path: str | Path) -> Path:
+    """A monospace rendering of a text table (the summary as a picture)."""
+    lines = text.splitlines()
+    width = max((len(line) for line in lines), default=1)
+    fig = plt.figure(figsize=(0.085 * width + 0.3, 0.165 * len(lines) + 0.3))
+    fig.text(0.01, 0.98, text, family="monospace", fontsize=9, va="top", ha="left")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -222,7 +222,7 @@ class _Controller:
         tr.write_sep("=", "vgbench summary")
         tr.write_line(header)
         tr.write_line(harness.table(rows))
-        paths = harness.write_summary(rows, settings.out, header)
+        paths = harness.write_summary(rows, settings.out, header, image=settings.figures)
         tr.write_line(f"wrote {', '.join(map(str, paths))} and each run's history and "
                       f"figures under {settings.out}/")
         if self.comparison is not None:
