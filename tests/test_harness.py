@@ -38,9 +38,10 @@ def test_summary_rows_and_table():
 
 def test_write_summary(tmp_path):
     rows = harness.summarize([record(failures=["relu (seed 42): expected x"])])
-    js, md = harness.write_summary(rows, tmp_path, "budget quick")
+    js, md, png = harness.write_summary(rows, tmp_path, "budget quick")
     assert json.loads(js.read_text())["rows"][0]["remedy"] == "relu"
     assert "## Failed expectations" in md.read_text()
+    assert png.stat().st_size > 1000
 
 
 def test_settings_validate_names_and_budget():
