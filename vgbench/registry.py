@@ -39,17 +39,19 @@ QUICK_EPOCHS = 5
 # Every threshold below comes from runs on CPU (torch 2.14.1, real data, default split),
 # `python -m vgbench run NAME --seed S --epochs E --device cpu --threads 1`, seeds 42, 43, 44
 # at each budget; "init" checks (computed before any training) also from seeds 45, 46.
-# Each `why` gives the measured range and the margin left to the threshold.
+# Each `why` gives the measured range and the margin left to the threshold. The full budget
+# was cross-checked on an H200 (torch 2.11, seeds 42-44): every check held there too.
 _Q = f"quick ({QUICK_EPOCHS} epochs), seeds 42-44"
+_F = "full (100 epochs), seeds 42-44"
 
 _REMEDIES = [
     Remedy(
         "baseline", "7x128 sigmoid MLP, default init, SGD lr 1e-2: the vanishing case",
         BASELINE,
         full=(
-            Check("test_acc", "<=", 0.15, "FULLWHY"),
-            Check("grad_ratio_final", "<=", 1e-4, "FULLWHY"),
-            Check("first_layer_change", "<=", 1e-3, "FULLWHY"),
+            Check("test_acc", "<=", 0.15, f"{_F}: 0.1000 all; chance + 0.05"),
+            Check("grad_ratio_final", "<=", 1e-4, f"{_F}: 9.3e-6..1.2e-5; 8.7x margin"),
+            Check("first_layer_change", "<=", 1e-3, f"{_F}: 8.6e-6..1.2e-5; 83x margin"),
         ),
         quick=(
             Check("test_acc", "<=", 0.15, f"{_Q}: 0.1000 all; chance + 0.05"),
@@ -61,7 +63,7 @@ _REMEDIES = [
         "init_std1", "weights ~ N(0, 1.0): larger init keeps gradients alive",
         replace(BASELINE, init="normal", init_std=1.0),
         full=(
-            Check("test_acc", ">=", 0.65, "FULLWHY"),
+            Check("test_acc", ">=", 0.65, f"{_F}: 0.721..0.741; margin 0.071"),
             Check("grad_gain_init", ">=", 1e3, "seeds 42-46: 2.1e4..5.9e4 x baseline; 20x"),
         ),
         quick=(
@@ -73,7 +75,7 @@ _REMEDIES = [
         "init_std10", "weights ~ N(0, 10.0): too large, sigmoids saturate",
         replace(BASELINE, init="normal", init_std=10.0),
         full=(
-            Check("test_acc", "<=", 0.20, "FULLWHY"),
+            Check("test_acc", "<=", 0.20, f"{_F}: 0.103..0.122 (GPU up to 0.150); margin 0.05"),
             Check("saturation_init", ">=", 0.9, "seeds 42-46: 0.971..0.973; margin 0.07"),
         ),
         quick=(
@@ -86,7 +88,7 @@ _REMEDIES = [
         replace(SMALL, activation="relu"),
         # still near chance after 5 epochs (0.134..0.145), as PROTOCOL.md says: no acc check
         full=(
-            Check("test_acc", ">=", 0.70, "FULLWHY"),
+            Check("test_acc", ">=", 0.70, f"{_F}: 0.772..0.807; margin 0.072"),
             Check("grad_ratio_init", ">=", 0.1, "seeds 42-46: 1.07..1.40; 10x margin"),
         ),
         quick=(
@@ -99,8 +101,8 @@ _REMEDIES = [
         replace(SMALL, optimizer="adam", lr=1e-3),
         # same network as the baseline at init: Adam's per-weight step moves layer 1 anyway
         full=(
-            Check("test_acc", ">=", 0.80, "FULLWHY"),
-            Check("grad_ratio_final", ">=", 0.1, "FULLWHY"),
+            Check("test_acc", ">=", 0.80, f"{_F}: 0.842..0.872; margin 0.042"),
+            Check("grad_ratio_final", ">=", 0.1, f"{_F}: 3.7..12.2; 37x margin"),
         ),
         quick=(
             Check("test_acc", ">=", 0.15, f"{_Q}: 0.202..0.491; margin 0.05"),
@@ -112,7 +114,7 @@ _REMEDIES = [
         "batchnorm", "BatchNorm1d between each hidden Linear and its Sigmoid",
         replace(SMALL, norm="batchnorm"),
         full=(
-            Check("test_acc", ">=", 0.80, "FULLWHY"),
+            Check("test_acc", ">=", 0.80, f"{_F}: 0.866..0.878; margin 0.066"),
             Check("grad_ratio_init", ">=", 1e-2, "seeds 42-46: 0.47..0.88; 47x margin"),
         ),
         quick=(
@@ -125,7 +127,7 @@ _REMEDIES = [
         replace(SMALL, norm="custom"),
         # still at chance after 5 epochs (0.1000 for all seeds): only the gradient checks
         full=(
-            Check("test_acc", ">=", 0.70, "FULLWHY"),
+            Check("test_acc", ">=", 0.75, f"{_F}: 0.821..0.840; margin 0.071"),
             Check("grad_gain_init", ">=", 100, "seeds 42-46: 183..924 x baseline; 1.8x"),
         ),
         quick=(
@@ -137,7 +139,7 @@ _REMEDIES = [
         "skip", "residual adds: h3 += h1, h7 += h4 (small init)",
         replace(SMALL, skip=((1, 3), (4, 7))),
         full=(
-            Check("test_acc", ">=", 0.50, "FULLWHY"),
+            Check("test_acc", ">=", 0.60, f"{_F}: 0.659..0.666; margin 0.059"),
             Check("grad_ratio_init", ">=", 5e-3, "seeds 42-46: 1.7e-2..2.4e-2; 3.4x margin"),
         ),
         quick=(
@@ -148,10 +150,11 @@ _REMEDIES = [
     Remedy(
         "layerwise", "train blocks of 2, 2, 2, 1 layers in stages, then the whole net",
         replace(SMALL, layerwise=True),
-        # the 2-layer first stage learns; the deeper stages fall back to chance
+        # weak, as PROTOCOL.md says: 0.45..0.54 after 4 x 100 epochs. After 4 x 5 epochs the
+        # 2-layer first stage learns; the deeper stages and the whole net fall back to chance
         full=(
-            Check("test_acc", ">=", 0.30, "FULLWHY"),
-            Check("grad_ratio_final", ">=", 1e-3, "FULLWHY"),
+            Check("test_acc", ">=", 0.35, f"{_F} x 4 stages: 0.452..0.541; margin 0.10"),
+            Check("grad_ratio_final", ">=", 1e-2, f"{_F}: 0.149..0.638; 15x margin"),
         ),
         quick=(
             Check("best_val_acc", ">=", 0.20, f"{_Q} x 4 stages: 0.265..0.315; margin 0.065"),
@@ -160,10 +163,12 @@ _REMEDIES = [
     Remedy(
         "gradnorm", "normalize the backward gradient after every hidden activation",
         replace(SMALL, gradnorm="post"),
-        # accuracy is seed-dependent (0.100..0.229 after 5 epochs): not asserted
+        # accuracy is seed-dependent: after 100 epochs one seed in three learns (CPU: seed 43
+        # 0.355, seeds 42 and 44 at chance; GPU: seed 42 0.391), as PROTOCOL.md says; after
+        # 5 epochs 0.100..0.229. So only what holds for every seed is asserted.
         full=(
             Check("grad_ratio_init", ">=", 100, "seeds 42-46: 3.0e3..6.4e3; 30x margin"),
-            Check("first_layer_change", ">=", 1.0, "FULLWHY"),
+            Check("first_layer_change", ">=", 2.0, f"{_F}: 8.7..12.6; 4.4x margin"),
         ),
         quick=(
             Check("grad_ratio_init", ">=", 100, "seeds 42-46: 3.0e3..6.4e3; 30x margin"),
@@ -175,7 +180,7 @@ _REMEDIES = [
         replace(SMALL, gradnorm="pre"),
         # gradients explode rather than vanish, and it stays at chance
         full=(
-            Check("test_acc", "<=", 0.15, "FULLWHY"),
+            Check("test_acc", "<=", 0.15, f"{_F}: 0.1000 all; chance + 0.05"),
             Check("grad_ratio_init", ">=", 1e3, "seeds 42-46: 1.3e4..2.8e4; 13x margin"),
         ),
         quick=(
