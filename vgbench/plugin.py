@@ -120,7 +120,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 
 
 def _set_threads(config: pytest.Config) -> None:
-    """Once per process: workers x threads <= cores (or --vg-threads)."""
+    """Before each case (idempotent): workers x threads <= cores, or --vg-threads."""
     import torch
 
     threads = config.getoption("vg_threads")
