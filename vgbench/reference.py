@@ -15,6 +15,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from vgbench import registry
+
 FORMAT = "vgbench-reference/1"
 ACC_TOL_FLOOR = 0.03
 """Smallest accuracy tolerance: CPU thread counts change float sums, and over many epochs
@@ -126,7 +128,8 @@ class Comparison:
         by_name: dict[str, list[dict]] = {}
         for r in records:
             by_name.setdefault(r["remedy"], []).append(r)
-        for name, rs in by_name.items():
+        order = {n: i for i, n in enumerate(registry.NAMES)}
+        for name, rs in sorted(by_name.items(), key=lambda kv: order.get(kv[0], len(order))):
             entry = budget["remedies"].get(name)
             if entry is None:
                 self.rows.append([name, "-", "-", "-", "-", "-", "no reference"])
