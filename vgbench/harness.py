@@ -156,15 +156,20 @@ def _fmt_acc(values: list[float]) -> str:
     return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f} +- {half:.3f}"
 
 
+def by_remedy(records: list[dict]) -> dict[str, list[dict]]:
+    """Records grouped per remedy, remedies in registry order (unknown ones last, sorted),
+    each group sorted by seed."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r["remedy"], []).append(r)
+    names = [n for n in registry.NAMES if n in groups] + sorted(set(groups) - set(registry.NAMES))
+    return {n: sorted(groups[n], key=lambda r: r["seed"]) for n in names}
+
+
 def summarize(records: list[dict]) -> list[dict]:
     """One row per remedy (registry order) aggregating its seeds."""
-    by_name: dict[str, list[dict]] = {}
-    for r in records:
-        by_name.setdefault(r["remedy"], []).append(r)
     rows = []
-    for name in [n for n in registry.NAMES if n in by_name] + sorted(
-            set(by_name) - set(registry.NAMES)):
-        rs = sorted(by_name[name], key=lambda r: r["seed"])
+    for name, rs in by_remedy(records).items():
         ms = [r["metrics"] for r in rs]
         to_target = [r["epochs_to_target"] for r in rs]
         times = [t for r in rs for t in r["epoch_time"]]

@@ -153,13 +153,18 @@ def vg_run(request, benchmark, vg_settings, vg_remedy, vg_seed):
         node = request.node
         record.update(nodeid=node.nodeid, name=node.name, param=node.callspec.id,
                       params={"vg_remedy": vg_remedy, "vg_seed": vg_seed})
-        extra = {k: record[k] for k in ("remedy", "seed", "budget", "device", "epochs")}
-        extra["test_acc"] = record["metrics"]["test_acc"]
-        benchmark.extra_info.update(extra)
+        benchmark.extra_info.update(_extra_info(record))
         node.user_properties.append((RECORD_KEY, record))
         return record
 
     return go
+
+
+def _extra_info(record: dict) -> dict:
+    """What pytest-benchmark's JSON keeps beside a case's epoch times."""
+    extra = {k: record[k] for k in ("remedy", "seed", "budget", "device", "epochs")}
+    extra["test_acc"] = record["metrics"]["test_acc"]
+    return extra
 
 
 def _benchmarks_off_for_xdist(config: pytest.Config, bs) -> bool:
@@ -180,8 +185,7 @@ def _add_to_benchmark_session(config: pytest.Config, record: dict) -> None:
         return
     from pytest_benchmark.stats import Metadata
 
-    extra = {k: record[k] for k in ("remedy", "seed", "budget", "device", "epochs")}
-    extra.update(test_acc=record["metrics"]["test_acc"], timed_by="vgbench xdist worker")
+    extra = dict(_extra_info(record), timed_by="vgbench xdist worker")
     fixture = SimpleNamespace(name=record["name"], fullname=record["nodeid"], group=None,
                               param=record["param"], params=record["params"],
                               extra_info=extra, cprofile_stats=None, has_error=False)

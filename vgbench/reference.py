@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vgbench import registry
+from vgbench import harness
 
 FORMAT = "vgbench-reference/1"
 ACC_TOL_FLOOR = 0.03
@@ -69,11 +69,8 @@ def save(path: str | Path, records: list[dict], settings) -> Path:
             # never destroy what the user had: keep it beside the new file
             backup = path.with_suffix(path.suffix + ".bak")
             path.replace(backup)
-    by_name: dict[str, list[dict]] = {}
-    for r in records:
-        by_name.setdefault(r["remedy"], []).append(r)
     remedies = {}
-    for name, rs in by_name.items():
+    for name, rs in harness.by_remedy(records).items():
         entry = {}
         for metric, kind in METRICS.items():
             vals = _values(rs, metric)
@@ -125,11 +122,7 @@ class Comparison:
                 f"session with {settings.epochs} and {settings.limit}: not comparable")
             self.failed = True
             return
-        by_name: dict[str, list[dict]] = {}
-        for r in records:
-            by_name.setdefault(r["remedy"], []).append(r)
-        order = {n: i for i, n in enumerate(registry.NAMES)}
-        for name, rs in sorted(by_name.items(), key=lambda kv: order.get(kv[0], len(order))):
+        for name, rs in harness.by_remedy(records).items():
             entry = budget["remedies"].get(name)
             if entry is None:
                 self.rows.append([name, "-", "-", "-", "-", "-", "no reference"])
