@@ -13,8 +13,11 @@ from vgbench.cli import main
 def test_list_prints_every_remedy(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in out] == list(registry.NAMES)
-    assert all(len(line.split(None, 1)[1]) > 10 for line in out)  # a description each
+    assert [line.split()[0] for line in out] == registry.names()
+    assert all(len(line.split(None, 2)[2]) > 10 for line in out)  # a description each
+    sets = {line.split()[0]: line.split()[1] for line in out}
+    assert sets["relu"] == "course" and sets["he_relu"] == "literature"
+    assert "[He et al. 2015]" in next(line for line in out if line.startswith("he_relu"))
 
 
 def test_unknown_remedy_is_a_clear_error(capsys):

@@ -83,8 +83,9 @@ def test_reference_keeps_other_budgets_and_bad_files(tmp_path):
     path.write_text("{not json")
     with pytest.raises(reference.ReferenceError, match="not valid JSON"):
         reference.load(path)
-    reference.save(path, [record()], harness.Settings(budget="quick"))
-    assert (tmp_path / "ref.json.bak").read_text() == "{not json"  # the user's file kept
+    with pytest.raises(reference.ReferenceError, match="not valid JSON"):
+        reference.save(path, [record()], harness.Settings(budget="quick"))
+    assert path.read_text() == "{not json"  # the user's file is never overwritten
 
 
 def test_comparison_refuses_a_different_setup(tmp_path):

@@ -11,7 +11,7 @@ from vgbench import registry
 from vgbench.config import Config
 
 
-@pytest.mark.parametrize("name", registry.NAMES)
+@pytest.mark.parametrize("name", registry.names())
 def test_every_remedy_builds_and_backprops(name):
     cfg = registry.get(name).config
     torch.manual_seed(0)

@@ -7,9 +7,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from vgbench import registry
+from vgbench import files, registry
+from vgbench.config import option_type
 
 DEFAULT_OUT = "runs"
+
+
+def _load_remedies(paths: list[str]) -> None:
+    for path in paths or []:
+        registry.register(registry.load_file(path), path)
 
 
 def _run(args) -> int:
@@ -17,44 +23,56 @@ def _run(args) -> int:
 
     from vgbench import data, plots, train
 
+    _load_remedies(args.remedies)
     remedy = registry.get(args.remedy)
     changes = {"seed": args.seed}
-    if args.epochs is not None:
-        changes["epochs"] = args.epochs
-    if args.stage_epochs is not None:
-        changes["stage_epochs"] = args.stage_epochs
+    for key in ("epochs", "stage_epochs", "limit"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    if args.depth is not None:
+        changes["n_layer"] = args.depth
     if args.no_diagnostics:
         changes["diagnostics"] = False
-    if args.limit is not None:
-        changes["limit"] = args.limit
     cfg = replace(remedy.config, **changes)
+    if cfg.limit is not None and cfg.limit < cfg.batch_size:
+        raise ValueError(f"--limit {cfg.limit} is below the batch size {cfg.batch_size}; "
+                         f"use --limit {cfg.batch_size} or more")
+    name = remedy.name if args.depth is None else f"{remedy.name}-depth{cfg.n_layer}"
+    out = files.check_writable(Path(args.out), "--out") / f"{name}-seed{cfg.seed}"
     device = train.resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     ds = data.load_cached(args.data_dir, device=device)
     splits = data.split(ds, cfg.seed, cfg.val_fraction, cfg.limit)
-    out = Path(args.out) / f"{remedy.name}-seed{cfg.seed}"
-    out.mkdir(parents=True, exist_ok=True)
     print(f"{remedy.name}: {remedy.description}")
-    print(f"device {device}, data {ds.source}, train {len(splits.train_y)}, "
-          f"val {len(splits.val_y)}, test {len(splits.test_y)}, epochs {cfg.total_epochs}")
-    h = train.train(cfg, splits, remedy.name,
+    print(f"device {device}, data {ds.source}, depth {cfg.n_layer}, train "
+          f"{len(splits.train_y)}, val {len(splits.val_y)}, test {len(splits.test_y)}, "
+          f"epochs {cfg.total_epochs}")
+    h = train.train(cfg, splits, name, parts=remedy.parts,
                     on_epoch=lambda r: print(train.format_epoch(r), flush=True))
+    out.mkdir(parents=True, exist_ok=True)
     h.to_json(out / "history.json")
     paths = plots.run_figures(h, out)
     print("Evaluation on test set:")
-    print(f"Accuracy: {h.test_acc:.4f}")
+    if h.diverged:
+        print(f"diverged at epoch {h.diverged_epoch} ({h.diverged_reason}): no test accuracy")
+    else:
+        print(f"Accuracy: {h.test_acc:.4f}")
     if h.grad_ratio_init is not None:
+        final = "-" if h.grad_ratio_final is None else f"{h.grad_ratio_final:.3g}"
         print(f"grad ratio (first / output layer): init {h.grad_ratio_init:.3g}, "
-              f"final {h.grad_ratio_final:.3g}")
+              f"final {final}")
     print(f"wrote {out / 'history.json'}, " + ", ".join(str(p) for p in paths))
     return 0
 
 
 def _list(args) -> int:
-    width = max(len(n) for n in registry.NAMES)
-    for r in registry.REMEDIES.values():
-        print(f"{r.name:<{width}}  {r.description}")
+    _load_remedies(args.remedies)
+    names = registry.names()
+    width = max(len(n) for n in names)
+    for r in (registry.get(n) for n in names):
+        source = r.source if r.set != "user" else r.origin
+        print(f"{r.name:<{width}}  {r.set:<10}  {r.description}  [{source}]")
     return 0
 
 
@@ -68,7 +86,10 @@ def _plot(args) -> int:
         if not path.is_file():
             raise SystemExit(f"vgbench plot: {d} has no history.json; "
                              "pass run folders written by `vgbench run`")
-        histories.append(History.from_json(path))
+        try:
+            histories.append(History.from_json(path))
+        except ValueError as exc:
+            raise SystemExit(f"vgbench plot: {exc}") from None
     out = plots.compare(histories, Path(args.out) / "compare.png")
     print(f"wrote {out}")
     return 0
@@ -79,20 +100,33 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vgbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
+    remedies = dict(action="append", metavar="FILE",
+                    help="also load the remedies of this Python file (its REMEDIES list)")
     run = sub.add_parser("run", help="train one experiment and write its history and figures")
     run.add_argument("remedy", help="experiment name (see `vgbench list`)")
-    run.add_argument("--epochs", type=int, help="epochs (per stage for layerwise); default 100")
-    run.add_argument("--stage-epochs", type=int, help="layerwise: epochs per stage")
+    run.add_argument("--epochs", type=option_type(int, lo=0),
+                     help="epochs (per stage for layerwise; 0: evaluate the untrained net); "
+                          "default 100")
+    run.add_argument("--stage-epochs", type=option_type(int, lo=1),
+                     help="layerwise: epochs per stage")
+    run.add_argument("--depth", type=option_type(int, lo=1),
+                     help="hidden layers (default: the remedy's own, 7 for the protocol)")
     run.add_argument("--seed", type=int, default=42, help="seed for split, init, shuffling")
-    run.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                     help="auto | cpu | cuda (default auto)")
     run.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    run.add_argument("--threads", type=option_type(int, lo=1),
+                     help="torch CPU threads (default: torch's)")
     run.add_argument("--no-diagnostics", action="store_true", help="skip per-layer probing")
-    run.add_argument("--limit", type=int, help="cap each data split at N samples (smoke tests)")
+    run.add_argument("--limit", type=option_type(int, lo=1),
+                     help="cap each data split at N samples, at least the batch size (smoke "
+                          "tests)")
+    run.add_argument("--remedies", **remedies)
     run.set_defaults(fn=_run)
 
-    lst = sub.add_parser("list", help="list every experiment with its description")
+    lst = sub.add_parser("list", help="list every experiment: name, set, description, source")
+    lst.add_argument("--remedies", **remedies)
     lst.set_defaults(fn=_list)
 
     plot = sub.add_parser("plot", help="compare several runs in one figure")
@@ -109,6 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (DataError, ValueError, registry.UnknownRemedy, RuntimeError) as exc:
+    except (DataError, ValueError, RuntimeError) as exc:  # UnknownRemedy, RemedyError too
         print(f"vgbench: error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,9 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,10 @@ HOW_TO_GET = (
 
 class DataError(RuntimeError):
     """The dataset is missing, truncated or does not look like Fashion-MNIST."""
+
+
+class DataWarning(UserWarning):
+    """An implicit source (the cache, the Debian copy) was broken; the next one is used."""
 
 
 @dataclass(frozen=True)
@@ -76,30 +82,49 @@ def _complete(folder: Path) -> dict[str, Path] | None:
     return found if all(found.values()) else None
 
 
-def locate(data_dir: str | os.PathLike | None = None, download: bool = True) -> dict[str, Path]:
-    """Return the four file paths, trying the lookup order; raise DataError if none works.
-
-    A folder the user names (data_dir, else $VGBENCH_DATA) must hold the files: it is not
-    silently skipped, so a typo is reported instead of training on other data.
-    """
+def _named(data_dir) -> tuple[Path, str] | None:
     named = data_dir if data_dir is not None else os.environ.get(ENV_VAR) or None
-    if named is not None:
-        folder = Path(named).expanduser()
-        found = _complete(folder)
-        if found:
+    if named is None:
+        return None
+    return Path(named).expanduser(), ("--data-dir" if data_dir is not None else f"${ENV_VAR}")
+
+
+def _missing_error(folder: Path, source: str) -> DataError:
+    missing = [s for s in FILES.values() if _find_file(folder, s) is None]
+    return DataError(
+        f"{source} {folder} does not hold Fashion-MNIST: missing {', '.join(missing)} "
+        f"(.gz or uncompressed). Ways to get the data:\n{HOW_TO_GET}"
+    )
+
+
+@contextmanager
+def _cache_lock():
+    """An exclusive lock on the cache (a file beside it), so that concurrent workers or
+    sessions never download into it at once. No-op where fcntl is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock = cache_dir().parent / "fashion-mnist.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _download(tried: str) -> dict[str, Path]:
+    """torchvision's download into the cache, under the cache lock; found files or
+    DataError. Broken files already in the cache are moved aside (NAME.corrupt) first."""
+    with _cache_lock():
+        found = _complete(cache_dir())
+        if found and _readable(found):  # another process filled it while we waited
             return found
-        source = "--data-dir" if data_dir is not None else f"${ENV_VAR}"
-        missing = [s for s in FILES.values() if _find_file(folder, s) is None]
-        raise DataError(
-            f"{source} {folder} does not hold Fashion-MNIST: missing {', '.join(missing)} "
-            f"(.gz or uncompressed). Ways to get the data:\n{HOW_TO_GET}"
-        )
-    for folder in (cache_dir(), DEBIAN_DIR):
-        found = _complete(folder)
-        if found:
-            return found
-    tried = f"looked in {cache_dir()} and {DEBIAN_DIR}"
-    if download:
+        for path in (found or {}).values():
+            path.replace(path.with_name(path.name + ".corrupt"))
         try:
             from torchvision.datasets import FashionMNIST
 
@@ -111,9 +136,41 @@ def locate(data_dir: str | os.PathLike | None = None, download: bool = True) -> 
             found = _complete(cache_dir())
             if found:
                 return found
-    else:
-        tried += "; download disabled"
     raise DataError(f"Fashion-MNIST not found ({tried}). Ways to get it:\n{HOW_TO_GET}")
+
+
+def _readable(paths: dict[str, Path]) -> bool:
+    try:
+        validate({key: read_idx(p) for key, p in paths.items()})
+    except DataError:
+        return False
+    return True
+
+
+def locate(data_dir: str | os.PathLike | None = None, download: bool = True) -> dict[str, Path]:
+    """Return the four file paths of the first source that has them all (see sources());
+    raise DataError if none does. Files are not read here: load() validates them."""
+    named = _named(data_dir)
+    if named is not None:
+        found = _complete(named[0])
+        if found:
+            return found
+        raise _missing_error(*named)
+    for folder in (cache_dir(), DEBIAN_DIR):
+        found = _complete(folder)
+        if found:
+            return found
+    tried = f"looked in {cache_dir()} and {DEBIAN_DIR}"
+    if not download:
+        raise DataError(f"Fashion-MNIST not found ({tried}; download disabled). "
+                        f"Ways to get it:\n{HOW_TO_GET}")
+    return _download(tried)
+
+
+def ensure_local(data_dir: str | os.PathLike | None = None) -> None:
+    """Make sure a local copy exists, downloading it (once, under the cache lock) when no
+    source has one. Run it before workers start so that they never race a download."""
+    locate(data_dir, download=True)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -188,16 +245,51 @@ class Dataset:
         return self.train_x.device
 
 
+def _read_all(paths: dict[str, Path], spec: Spec) -> dict[str, np.ndarray]:
+    arrays = {key: read_idx(p) for key, p in paths.items()}
+    validate(arrays, spec)
+    return arrays
+
+
+def read(data_dir: str | os.PathLike | None = None, download: bool = True,
+         spec: Spec = FASHION_MNIST) -> tuple[dict[str, np.ndarray], str]:
+    """The validated arrays and the folder they came from, trying each source in turn.
+
+    A folder the user named must hold valid files (an error otherwise, never silently
+    skipped). A broken copy in the cache or the Debian folder is reported (DataWarning)
+    and the lookup goes on to the next source, ending with torchvision's download.
+    """
+    named = _named(data_dir)
+    if named is not None:
+        paths = locate(data_dir, download=False)
+        return _read_all(paths, spec), str(paths["train_images"].parent)
+    tried = []
+    for folder in (cache_dir(), DEBIAN_DIR):
+        paths = _complete(folder)
+        if not paths:
+            tried.append(f"nothing in {folder}")
+            continue
+        try:
+            return _read_all(paths, spec), str(paths["train_images"].parent)
+        except DataError as exc:
+            warnings.warn(f"skipping the Fashion-MNIST copy in {folder}: {exc}; trying the "
+                          "next source", DataWarning, stacklevel=2)
+            tried.append(f"{folder} broken ({exc})")
+    if not download:
+        raise DataError(f"Fashion-MNIST not found ({'; '.join(tried)}; download disabled). "
+                        f"Ways to get it:\n{HOW_TO_GET}")
+    paths = _download("; ".join(tried))
+    return _read_all(paths, spec), str(paths["train_images"].parent)
+
+
 def load(
     data_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     download: bool = True,
     spec: Spec = FASHION_MNIST,
 ) -> Dataset:
-    """Locate, read, validate and move to `device` (uint8 -> float32 in [0, 1])."""
-    paths = locate(data_dir, download=download)
-    arrays = {key: read_idx(p) for key, p in paths.items()}
-    validate(arrays, spec)
+    """Read and validate (see read()), then move to `device` (uint8 -> float32 in [0, 1])."""
+    arrays, source = read(data_dir, download, spec)
     dev = torch.device(device)
 
     def images(a: np.ndarray) -> torch.Tensor:
@@ -212,7 +304,7 @@ def load(
         train_y=labels(arrays["train_labels"]),
         test_x=images(arrays["test_images"]),
         test_y=labels(arrays["test_labels"]),
-        source=str(paths["train_images"].parent),
+        source=source,
     )
 
 

@@ -12,67 +12,116 @@ METRICS = {
     "best_val_acc": "highest validation accuracy over all epochs",
     "final_val_acc": "validation accuracy after the last epoch",
     "max_train_acc": "highest train accuracy over all epochs",
+    "final_train_loss": "train loss of the last epoch (mean over its batches)",
     "grad_ratio_init": "first-layer / output-layer weight-gradient norm at init",
     "grad_ratio_final": "first-layer / output-layer weight-gradient norm after the last epoch",
     "grad_gain_init": "grad_ratio_init over the baseline's, same seed and probe batch",
     "first_layer_change": "||W1 - W1_0|| / ||W1_0|| after the last epoch",
+    "output_layer_change": "||Wout - Wout_0|| / ||Wout_0|| after the last epoch",
     "saturation_init": "mean fraction of saturated hidden units at init (probe batch)",
+    "diverged": "1 when the loss or the weights became non-finite (training stopped), else 0",
 }
-OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
+OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b}
+CHANCE_LOSS = math.log(10)
+"""Cross-entropy of a uniform guess over the 10 classes: where a stalled net's loss sits."""
 
 
-def metrics(h: History, baseline_ratio_init: float | None = None) -> dict[str, float]:
-    """Every metric of METRICS that this history can give (diagnostics ones need them on)."""
+def _last(values: list) -> float | None:
+    return values[-1] if values else None
+
+
+def metrics(h: History, baseline_ratio_init: float | None = None) -> dict[str, float | None]:
+    """Every metric of METRICS that this history can give (None: not measured, or the run
+    diverged before it could be); the diagnostics ones need probing on."""
     m = {
         "test_acc": h.test_acc,
         "best_val_acc": h.best_val_acc(),
-        "final_val_acc": h.val_acc[-1] if h.val_acc else float("nan"),
-        "max_train_acc": max(h.train_acc, default=float("nan")),
+        "final_val_acc": _last(h.val_acc),
+        "max_train_acc": max((a for a in h.train_acc if a is not None), default=None),
+        "final_train_loss": _last(h.train_loss),
+        "diverged": 1.0 if h.diverged else 0.0,
     }
-    if h.diagnostics is not None:
+    d = h.diagnostics
+    if d is not None:
         m["grad_ratio_init"] = h.grad_ratio_init
         m["grad_ratio_final"] = h.grad_ratio_final
-        m["first_layer_change"] = h.diagnostics["weight_change"][-1][0]
-        sat = h.diagnostics["saturation"][0]
-        m["saturation_init"] = sum(sat) / len(sat)
-        if baseline_ratio_init:
+        m["first_layer_change"] = d["weight_change"][-1][0]
+        m["output_layer_change"] = d["weight_change"][-1][-1]
+        sat = [v for v in d["saturation"][0] if v is not None]
+        m["saturation_init"] = sum(sat) / len(sat) if sat else None
+        if baseline_ratio_init and h.grad_ratio_init is not None:
             m["grad_gain_init"] = h.grad_ratio_init / baseline_ratio_init
     return m
 
 
 @dataclass(frozen=True)
 class Check:
-    """metric OP value must hold; `why` says which seeds gave it and the margin taken."""
+    """metric OP value must hold; `why` says which seeds gave it and the margin taken.
+
+    depths: for the depth sweep, the (lowest, highest) depth the check applies to (either
+    end None: open); None applies at every depth the budget runs.
+    """
 
     metric: str
     op: str
     value: float
     why: str = ""
+    depths: tuple[int | None, int | None] | None = None
 
     def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}; choose from {sorted(METRICS)}")
         if self.op not in OPS:
             raise ValueError(f"unknown op {self.op!r}; choose from {sorted(OPS)}")
+        if self.depths is not None and len(self.depths) != 2:
+            raise ValueError(f"depths must be (lowest, highest), got {self.depths!r}")
+
+    def validate(self) -> None:
+        """Raise ValueError if the metric is unknown (a remedy calls it, naming itself)."""
+        if self.metric not in METRICS:
+            raise ValueError(f"check on unknown metric {self.metric!r}; choose from "
+                             f"{', '.join(sorted(METRICS))}")
+
+    def applies_at(self, depth: int) -> bool:
+        """Whether the check is meant for this depth."""
+        if self.depths is None:
+            return True
+        lo, hi = self.depths
+        return (lo is None or depth >= lo) and (hi is None or depth <= hi)
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.value:g}"
+        value = str(bool(self.value)) if self.metric == "diverged" else f"{self.value:g}"
+        text = f"{self.metric} {self.op} {value}"
+        if self.depths is not None:
+            lo, hi = self.depths
+            text += f" at depth {lo or 1}..{hi if hi is not None else ''}"
+        return text
 
-    def holds(self, observed: float) -> bool:
-        """True when observed satisfies the check (NaN never does)."""
-        return not math.isnan(observed) and OPS[self.op](observed, self.value)
+    def holds(self, observed: float | None) -> bool:
+        """True when observed satisfies the check (None or NaN never does)."""
+        if observed is None or (isinstance(observed, float) and math.isnan(observed)):
+            return False
+        return OPS[self.op](observed, self.value)
 
-    def failure(self, remedy: str, observed: float, seed: int) -> str:
+    def failure(self, remedy: str, observed: float | None, seed: int) -> str:
         """A finding-style message: remedy, metric, threshold, observed value, seed."""
-        return (f"{remedy} (seed {seed}): expected {self.metric} {self.op} {self.value:g}, "
-                f"observed {observed:.6g}" + (f"  [{self.why}]" if self.why else ""))
+        seen = "null" if observed is None else f"{observed:.6g}"
+        return (f"{remedy} (seed {seed}): expected {self}, observed {seen}"
+                + (f"  [{self.why}]" if self.why else ""))
 
 
-def evaluate(remedy: str, checks, m: dict[str, float], seed: int) -> list[str]:
-    """The failure messages of every check that does not hold (empty: all held)."""
+def expects_divergence(checks) -> bool:
+    """Whether the checks declare that the run diverges (Check('diverged', '==', True))."""
+    return any(c.metric == "diverged" and c.op == "==" and c.value for c in checks)
+
+
+def evaluate(remedy: str, checks, m: dict, seed: int, h: History | None = None) -> list[str]:
+    """The failure messages of every check that does not hold (empty: all held). A run that
+    diverged without its checks expecting it fails with that one finding."""
+    if h is not None and h.diverged and not expects_divergence(checks):
+        return [f"{remedy} (seed {seed}): diverged at epoch {h.diverged_epoch} "
+                f"({h.diverged_reason})"]
     failures = []
     for c in checks:
-        observed = m.get(c.metric, float("nan"))
+        observed = m.get(c.metric)
         if not c.holds(observed):
             failures.append(c.failure(remedy, observed, seed))
     return failures

@@ -1,13 +1,15 @@
 """What the benchmark suite does per case and at the end, as plain code (no pytest here).
 
-A case is (remedy, seed). run_case trains it for the session's budget, evaluates the
+A case is (remedy, depth, seed). run_case trains it for the session's budget, evaluates the
 remedy's declared checks and returns a Record: a plain dict that travels from pytest-xdist
-workers to the controller, where summarize() turns the records into one table.
+workers (local or on other hosts) to the controller, where summarize() turns the records
+into one table. A record carries its history, so the controller can write every case's
+files into its own output folder.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import os
 import statistics
@@ -17,11 +19,32 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from vgbench import data, expect, registry, train
+from vgbench import data, expect, files, registry, train
 
-BUDGETS = {"full": None, "quick": registry.QUICK_EPOCHS}
+BUDGETS = {"full": None, "quick": registry.QUICK_EPOCHS, "sweep": registry.SWEEP_EPOCHS}
 """Epochs per budget (None: the protocol's, from the config)."""
 DEFAULT_SEED = 42
+SETS = ("course", "literature", "all")
+"""What --vg-set picks (user remedies always join)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test case: a remedy at a depth (None: its own, unswept) and a seed."""
+
+    remedy: str
+    seed: int
+    depth: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The case without its seed: 'relu', or 'relu-depth15' in a depth sweep."""
+        return self.remedy if self.depth is None else f"{self.remedy}-depth{self.depth}"
+
+    @property
+    def id(self) -> str:
+        """The test id and output folder name: 'relu-seed42', 'relu-depth15-seed42'."""
+        return f"{self.key}-seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -29,7 +52,8 @@ class Settings:
     """One session's choices (from --vg-* options)."""
 
     budget: str = "full"
-    """'full' (the protocol, 100 epochs) or 'quick' (QUICK_EPOCHS); picks the checks."""
+    """'full' (the protocol, 100 epochs), 'quick' (QUICK_EPOCHS) or 'sweep' (SWEEP_EPOCHS,
+    over depths); picks the checks."""
     epochs: int | None = None
     """Override the budget's epochs (per stage for layerwise)."""
     n_seeds: int = 1
@@ -37,7 +61,7 @@ class Settings:
     device: str = "auto"
     """auto | cpu | cuda."""
     remedies: tuple[str, ...] = ()
-    """Only these remedies (empty: all)."""
+    """Only these remedies (empty: the set's)."""
     out: str = "vg-out"
     """Folder for histories, figures and the summary."""
     target: float = 0.70
@@ -48,14 +72,34 @@ class Settings:
     """Fashion-MNIST folder (else the usual lookup)."""
     figures: bool = True
     """Write each run's PNG figures."""
+    set: str = "course"
+    """Which built-in remedies run: 'course', 'literature' or 'all' (user ones always)."""
+    depths: tuple[int, ...] = ()
+    """Depths to sweep (empty: each remedy at its own; the sweep budget: SWEEP_DEPTHS)."""
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
             raise ValueError(f"unknown budget {self.budget!r}; choose from {list(BUDGETS)}")
+        if self.set not in SETS:
+            raise ValueError(f"--vg-set: unknown set {self.set!r}; choose from {list(SETS)}")
         if self.n_seeds < 1:
             raise ValueError(f"--vg-seeds must be >= 1, got {self.n_seeds}")
+        if self.epochs is not None and self.epochs < 0:
+            raise ValueError(f"--vg-epochs must be >= 0, got {self.epochs}")
+        if not 0 < self.target <= 1:
+            raise ValueError(f"--vg-target must be in (0, 1], got {self.target}")
+        for d in self.depths:
+            if d < 1:
+                raise ValueError(f"--vg-depth must be >= 1, got {d}")
         for name in self.remedies:
             registry.get(name)  # raises with the valid names
+        if self.limit is not None:
+            for name in self.names:
+                bs = registry.get(name).config.batch_size
+                if self.limit < bs:
+                    raise ValueError(f"--vg-limit {self.limit} is below {name}'s batch size "
+                                     f"{bs}: every split would be a single short batch; use "
+                                     f"--vg-limit {bs} or more")
 
     @property
     def seeds(self) -> list[int]:
@@ -65,15 +109,42 @@ class Settings:
     @property
     def names(self) -> list[str]:
         """The remedies this session runs, in registry order."""
-        return [n for n in registry.NAMES if not self.remedies or n in self.remedies]
+        if self.remedies:
+            return [n for n in registry.names() if n in self.remedies]
+        sets = ("course", "literature") if self.set == "all" else (self.set,)
+        return registry.names((*sets, "user"))
 
-    def config(self, remedy: registry.Remedy, seed: int):
-        """The remedy's config at this budget and seed."""
+    @property
+    def sweep_depths(self) -> tuple[int, ...]:
+        """The depths swept (empty: none, each remedy at its own)."""
+        if self.depths:
+            return tuple(sorted(set(self.depths)))
+        return registry.SWEEP_DEPTHS if self.budget == "sweep" else ()
+
+    @property
+    def cases(self) -> list[Case]:
+        """Every case of the session: registry order, then depth, then seed."""
+        depths = self.sweep_depths or (None,)
+        return [Case(n, s, d) for n in self.names for d in depths for s in self.seeds]
+
+    def config(self, remedy: registry.Remedy, seed: int, depth: int | None = None):
+        """The remedy's config at this budget, seed and depth."""
         changes = {"seed": seed, "limit": self.limit}
         epochs = self.epochs if self.epochs is not None else BUDGETS[self.budget]
         if epochs is not None:
             changes["epochs"] = epochs
+        if depth is not None:
+            changes["n_layer"] = depth
         return replace(remedy.config, **changes)
+
+
+def case_cost(settings: Settings, case: Case) -> float:
+    """Rough multiply-adds of a case's training (epochs x one sample's forward), to start
+    the longest cases first."""
+    cfg = settings.config(registry.get(case.remedy), case.seed, case.depth)
+    w = cfg.width
+    per_sample = 784 * w + (cfg.n_layer - 1) * w * w + w * 10
+    return cfg.total_epochs * per_sample
 
 
 def worker_threads(n_workers: int, cores: int | None = None) -> int:
@@ -84,52 +155,80 @@ def worker_threads(n_workers: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, n_workers))
 
 
-def baseline_ratio_init(splits: data.Splits, seed: int, probe_size: int) -> float:
-    """The baseline's first/output gradient ratio at init for this seed and probe batch."""
-    cfg = replace(registry.BASELINE, seed=seed, epochs=0, probe_size=probe_size)
+def baseline_ratio_init(splits: data.Splits, seed: int, probe_size: int,
+                        n_layer: int) -> float:
+    """The baseline's first/output gradient ratio at init for this seed, probe batch and
+    depth."""
+    cfg = replace(registry.BASELINE, seed=seed, epochs=0, probe_size=probe_size,
+                  n_layer=n_layer)
     run = train.Run(cfg, splits, "baseline")
     return run.finish().grad_ratio_init
 
 
-def run_case(name: str, seed: int, settings: Settings, epoch_driver=None) -> dict:
+def run_case(case: Case, settings: Settings, epoch_driver=None) -> dict:
     """Train one case, check it, write its history and figures; return its Record.
 
     epoch_driver(run) must call run.step() until run.done (a benchmark fixture can time
     each call); by default a plain loop.
     """
-    remedy = registry.get(name)
-    cfg = settings.config(remedy, seed)
+    remedy = registry.get(case.remedy)
+    cfg = settings.config(remedy, case.seed, case.depth)
     device = train.resolve_device(settings.device)
     ds = data.load_cached(settings.data_dir, device=device)
-    splits = data.split(ds, seed, cfg.val_fraction, cfg.limit)
-    run = train.Run(cfg, splits, name)
+    splits = data.split(ds, case.seed, cfg.val_fraction, cfg.limit)
+    run = train.Run(cfg, splits, case.key, remedy.parts)
     if epoch_driver is None:
         while not run.done:
             run.step()
     else:
         epoch_driver(run)
     if not run.done:
-        raise RuntimeError(f"epoch driver stopped {name} after {run.epoch_no} of "
+        raise RuntimeError(f"epoch driver stopped {case.id} after {run.epoch_no} of "
                            f"{cfg.total_epochs} epochs")
     h = run.finish()
-    base = baseline_ratio_init(splits, seed, cfg.probe_size) if cfg.diagnostics else None
+    base = (baseline_ratio_init(splits, case.seed, cfg.probe_size, cfg.n_layer)
+            if cfg.diagnostics else None)
     m = expect.metrics(h, base)
-    checks = remedy.checks(settings.budget)
-    failures = expect.evaluate(name, checks, m, seed)
-    out = Path(settings.out) / f"{name}-seed{seed}"
+    checks = remedy.checks(settings.budget, cfg.n_layer)
+    failures = expect.evaluate(case.remedy, checks, m, case.seed, h)
+    text = h.to_json()
+    out = Path(settings.out) / case.id
+    write_case_files(out, h, text, settings.figures)
+    return {
+        "remedy": case.remedy, "key": case.key, "depth": cfg.n_layer,
+        "swept": case.depth is not None, "seed": case.seed, "budget": settings.budget,
+        "device": str(device), "epochs": cfg.total_epochs, "metrics": m,
+        "checks": [str(c) for c in checks], "failures": failures,
+        "diverged_epoch": h.diverged_epoch, "diverged_reason": h.diverged_reason,
+        "epoch_time": h.epoch_time, "epochs_to_target": h.epochs_to(settings.target),
+        "target": settings.target, "history": str(out / "history.json"),
+        "history_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "history_json": text, "torch_threads": torch.get_num_threads(), "env": h.env,
+    }
+
+
+def write_case_files(out: Path, h: train.History, text: str, figures: bool) -> None:
+    """A case's history.json (text: its JSON) and, with figures, its PNGs into out."""
     out.mkdir(parents=True, exist_ok=True)
-    h.to_json(out / "history.json")
-    if settings.figures:
+    files.write_text(out / "history.json", text + "\n")
+    if figures:
         from vgbench import plots
 
         plots.run_figures(h, out)
-    return {
-        "remedy": name, "seed": seed, "budget": settings.budget, "device": str(device),
-        "epochs": cfg.total_epochs, "metrics": m, "checks": [str(c) for c in checks],
-        "failures": failures, "epoch_time": h.epoch_time,
-        "epochs_to_target": h.epochs_to(settings.target), "target": settings.target,
-        "history": str(out / "history.json"), "torch_threads": torch.get_num_threads(),
-    }
+
+
+def bring_home(record: dict, settings: Settings) -> bool:
+    """On the controller: write a case's files from its record when the worker that ran it
+    wrote them elsewhere (another host, or another checkout); True when written."""
+    out = Path(settings.out) / Path(record["history"]).parent.name
+    path = out / "history.json"
+    if path.is_file():
+        text = path.read_text().rstrip("\n")
+        if hashlib.sha256(text.encode()).hexdigest() == record["history_sha256"]:
+            return False
+    h = train.History.from_json(record["history_json"])
+    write_case_files(out, h, record["history_json"], settings.figures)
+    return True
 
 
 # --- the summary -------------------------------------------------------------------------
@@ -151,40 +250,58 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
     return mean, t * statistics.stdev(values) / math.sqrt(n)
 
 
-def _fmt_acc(values: list[float]) -> str:
-    mean, half = mean_ci95(values)
-    return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f} +- {half:.3f}"
+def _fmt_acc(values: list[float | None], diverged: list[int | None], ci: bool = True) -> str:
+    """Mean accuracy (with its 95% CI over seeds) of the runs that finished; diverged runs
+    are shown as diverged@EPOCH."""
+    done = [v for v, d in zip(values, diverged) if d is None and v is not None]
+    parts = []
+    if done:
+        mean, half = mean_ci95(done)
+        parts.append(f"{mean:.3f} +- {half:.3f}" if ci and len(done) > 1 else f"{mean:.3f}")
+    epochs = sorted({d for d in diverged if d is not None})
+    if epochs:
+        n = sum(d is not None for d in diverged)
+        parts.append(f"diverged@{','.join(map(str, epochs))}"
+                     + (f" ({n}/{len(diverged)})" if done else ""))
+    return "; ".join(parts) or "-"
 
 
-def by_remedy(records: list[dict]) -> dict[str, list[dict]]:
-    """Records grouped per remedy, remedies in registry order (unknown ones last, sorted),
-    each group sorted by seed."""
+def _order(key: str) -> tuple:
+    name, _, depth = key.partition("-depth")
+    known = registry.names()
+    return (known.index(name) if name in known else len(known), name,
+            int(depth) if depth.isdigit() else 0)
+
+
+def by_key(records: list[dict]) -> dict[str, list[dict]]:
+    """Records grouped per case key (remedy, or remedy at a swept depth): remedies in
+    registry order (unknown ones last, sorted), then by depth; each group sorted by seed."""
     groups: dict[str, list[dict]] = {}
     for r in records:
-        groups.setdefault(r["remedy"], []).append(r)
-    names = [n for n in registry.NAMES if n in groups] + sorted(set(groups) - set(registry.NAMES))
-    return {n: sorted(groups[n], key=lambda r: r["seed"]) for n in names}
+        groups.setdefault(r.get("key", r["remedy"]), []).append(r)
+    return {k: sorted(groups[k], key=lambda r: r["seed"]) for k in sorted(groups, key=_order)}
 
 
 def summarize(records: list[dict]) -> list[dict]:
-    """One row per remedy (registry order) aggregating its seeds."""
+    """One row per case key (registry order, then depth) aggregating its seeds."""
     rows = []
-    for name, rs in by_remedy(records).items():
+    for key, rs in by_key(records).items():
         ms = [r["metrics"] for r in rs]
-        to_target = [r["epochs_to_target"] for r in rs]
         times = [t for r in rs for t in r["epoch_time"]]
         failures = [f for r in rs for f in r["failures"]]
-        ratios = [(m.get("grad_ratio_init"), m.get("grad_ratio_final")) for m in ms]
         rows.append({
-            "remedy": name,
+            "remedy": rs[0]["remedy"],
+            "key": key,
+            "depth": rs[0].get("depth"),
             "seeds": [r["seed"] for r in rs],
             "epochs": rs[0]["epochs"],
             "test_acc": [m["test_acc"] for m in ms],
             "best_val_acc": [m["best_val_acc"] for m in ms],
-            "epochs_to_target": to_target,
+            "diverged_epoch": [r.get("diverged_epoch") for r in rs],
+            "epochs_to_target": [r["epochs_to_target"] for r in rs],
             "target": rs[0]["target"],
-            "grad_ratio_init": [a for a, _ in ratios],
-            "grad_ratio_final": [b for _, b in ratios],
+            "grad_ratio_init": [m.get("grad_ratio_init") for m in ms],
+            "grad_ratio_final": [m.get("grad_ratio_final") for m in ms],
             "median_epoch_s": statistics.median(times) if times else None,
             "checks": rs[0]["checks"],
             "failures": failures,
@@ -211,11 +328,13 @@ def table(rows: list[dict], fmt: str = "simple") -> str:
         else:
             to_target = f"{statistics.median(reached):g} ({len(reached)}/{len(r['seeds'])})"
         gi, gf = _geo(r["grad_ratio_init"]), _geo(r["grad_ratio_final"])
-        ratio = f"{gi:.1e} -> {gf:.1e}" if gi is not None and gf is not None else "-"
+        ratio = (f"{gi:.1e} -> {gf:.1e}" if gi is not None and gf is not None
+                 else f"{gi:.1e} -> -" if gi is not None else "-")
+        best = [v for v in r["best_val_acc"] if v is not None]
         t = r["median_epoch_s"]
-        body.append([r["remedy"], ",".join(map(str, r["seeds"])), r["epochs"],
-                     _fmt_acc(r["test_acc"]),
-                     f"{max(r['best_val_acc']):.3f}", to_target, ratio,
+        body.append([r["key"], ",".join(map(str, r["seeds"])), r["epochs"],
+                     _fmt_acc(r["test_acc"], r["diverged_epoch"]),
+                     f"{max(best):.3f}" if best else "-", to_target, ratio,
                      f"{t:.2f}" if t is not None else "-", r["verdict"]])
     target = rows[0]["target"] if rows else 0.7
     headers = ["remedy", "seeds", "epochs", "test acc (95% CI)", "best val acc",
@@ -224,21 +343,82 @@ def table(rows: list[dict], fmt: str = "simple") -> str:
     return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
+def trainable_depth(records: list[dict], level: float) -> int | None:
+    """The deepest depth at which these records (one remedy, one seed) reach best
+    validation accuracy >= level (None: no depth did)."""
+    ok = [r["depth"] for r in records
+          if (r["metrics"].get("best_val_acc") or 0.0) >= level and not r.get("diverged_epoch")]
+    return max(ok, default=None)
+
+
+def depth_rows(records: list[dict], level: float = registry.TRAINABLE_ACC) -> list[dict]:
+    """For a depth sweep: per remedy, the mean test accuracy at each depth and the
+    trainable depth of each seed."""
+    swept = [r for r in records if r.get("swept")]
+    out = []
+    for name in sorted({r["remedy"] for r in swept}, key=_order):
+        rs = [r for r in swept if r["remedy"] == name]
+        depths = sorted({r["depth"] for r in rs})
+        acc = {}
+        for d in depths:
+            at = [r for r in rs if r["depth"] == d]
+            acc[d] = _fmt_acc([r["metrics"]["test_acc"] for r in at],
+                              [r.get("diverged_epoch") for r in at], ci=False)
+        seeds = sorted({r["seed"] for r in rs})
+        per_seed = {s: trainable_depth([r for r in rs if r["seed"] == s], level)
+                    for s in seeds}
+        out.append({"remedy": name, "depths": depths, "test_acc": acc,
+                    "trainable_depth": per_seed, "level": level})
+    return out
+
+
+def depth_table(rows: list[dict], fmt: str = "simple") -> str:
+    """The depth sweep as text: test accuracy per remedy and depth, and trainable depth."""
+    depths = sorted({d for r in rows for d in r["depths"]})
+    level = rows[0]["level"] if rows else registry.TRAINABLE_ACC
+    body = []
+    for r in rows:
+        td = list(r["trainable_depth"].values())
+        shown = sorted({"<" + str(min(r["depths"])) if v is None else str(v) for v in td},
+                       key=lambda t: int(t.lstrip("<")))
+        body.append([r["remedy"], *(r["test_acc"].get(d, "") for d in depths),
+                     " / ".join(shown) if len(shown) > 1 else shown[0]])
+    headers = ["remedy", *(f"depth {d}" for d in depths),
+               f"trainable depth (best val >= {level:g})"]
+    return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
 def write_summary(rows: list[dict], out: str | Path, header: str = "",
-                  image: bool = True) -> list[Path]:
-    """summary.json, summary.md and (image) summary.png into out."""
+                  image: bool = True, status: dict | None = None,
+                  depth: list[dict] | None = None) -> list[Path]:
+    """summary.json, summary.md and (image) summary.png into out, each written atomically.
+
+    status: {'complete': bool, 'missing': [case ids], 'errors': [one-line reasons]}.
+    """
+    status = status or {"complete": True, "missing": [], "errors": []}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "summary.json", out / "summary.md"
-    js.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    files.write_json(js, {"header": header, **status, "rows": rows, "depth": depth or []},
+                     indent=1)
     failures = [f for r in rows for f in r["failures"]]
     text = f"# vgbench summary\n\n{header}\n\n{table(rows, 'github')}\n"
+    if depth:
+        text += f"\n## Depth sweep\n\n{depth_table(depth, 'github')}\n"
+    if not status["complete"]:
+        text += ("\n## Incomplete\n\nThese cases produced no result:\n\n"
+                 + "\n".join(f"- {c}" for c in status["missing"]) + "\n")
     if failures:
         text += "\n## Failed expectations\n\n" + "\n".join(f"- {f}" for f in failures) + "\n"
-    md.write_text(text)
+    if status["errors"]:
+        text += "\n## Errors\n\n" + "\n".join(f"- {e}" for e in status["errors"]) + "\n"
+    files.write_text(md, text)
     paths = [js, md]
     if image:
         from vgbench import plots
 
-        paths.append(plots.text_image(f"{header}\n\n{table(rows)}", out / "summary.png"))
+        picture = f"{header}\n\n{table(rows)}"
+        if depth:
+            picture += f"\n\n{depth_table(depth)}"
+        paths.append(plots.text_image(picture, out / "summary.png"))
     return paths

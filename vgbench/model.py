@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -37,24 +40,59 @@ class BatchStandardize(nn.Module):
         return (x - x.mean()) / x.std()
 
 
-def _activation(name: str) -> nn.Module:
-    return nn.Sigmoid() if name == "sigmoid" else nn.ReLU()
+ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
+    "sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "selu": nn.SELU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01), "gelu": nn.GELU,
+}
+"""Config.activation -> a factory of its module."""
+NORM_MODULES: dict[str | None, Callable[[int], nn.Module]] = {
+    None: lambda width: nn.Identity(), "batchnorm": nn.BatchNorm1d,
+    "custom": lambda width: BatchStandardize(), "layernorm": nn.LayerNorm,
+}
+"""Config.norm -> a factory of its module, given the width."""
+
+
+def _label(fn) -> str | None:
+    if fn is None:
+        return None
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A remedy's own code, which the one MLP builder and the training loop call in place
+    of the config's choice. None (the default everywhere) means: use the config's."""
+
+    activation: Callable[[], nn.Module] | None = None
+    """Factory of the hidden activation module, called once per hidden layer (a class such
+    as nn.Tanh works). Replaces config.activation; must act elementwise."""
+    norm: Callable[[int], nn.Module] | None = None
+    """Factory of the layer in the BatchNorm position (between each hidden Linear and its
+    activation), given the width. Replaces config.norm."""
+    init: Callable[[nn.Linear, Config], None] | None = None
+    """init(linear, config) initializes one Linear in place; called for every Linear (and
+    each layerwise head) after config.init, with torch's global RNG seeded."""
+    optimizer: Callable[[list, Config], torch.optim.Optimizer] | None = None
+    """optimizer(params, config) builds the optimizer over the trainable parameters (again at
+    each layerwise stage). Replaces config.optimizer and config.lr."""
+
+    def labels(self) -> dict[str, str]:
+        """Which parts are user code, as 'module.qualname' (for histories and listings)."""
+        return {k: _label(v) for k, v in vars(self).items() if v is not None}
+
+
+DEFAULT_PARTS = Parts()
 
 
 class Hidden(nn.Module):
     """One hidden layer: Linear -> [gradnorm pre] -> [norm] -> act -> [gradnorm post]."""
 
-    def __init__(self, in_dim: int, cfg: Config):
+    def __init__(self, in_dim: int, cfg: Config, parts: Parts = DEFAULT_PARTS):
         super().__init__()
         self.linear = nn.Linear(in_dim, cfg.width)
         self.pre = GradNorm() if cfg.gradnorm == "pre" else nn.Identity()
-        if cfg.norm == "batchnorm":
-            self.norm = nn.BatchNorm1d(cfg.width)
-        elif cfg.norm == "custom":
-            self.norm = BatchStandardize()
-        else:
-            self.norm = nn.Identity()
-        self.act = _activation(cfg.activation)
+        self.norm = (parts.norm or NORM_MODULES[cfg.norm])(cfg.width)
+        self.act = (parts.activation or ACTIVATION_MODULES[cfg.activation])()
         self.post = GradNorm() if cfg.gradnorm == "post" else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,15 +102,16 @@ class Hidden(nn.Module):
 class MLP(nn.Module):
     """784 -> n_layer hidden layers of `width` -> 10 logits, with optional residual adds."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, parts: Parts = DEFAULT_PARTS):
         super().__init__()
         self.hidden = nn.ModuleList(
-            Hidden(IN_DIM if i == 0 else cfg.width, cfg) for i in range(cfg.n_layer)
+            Hidden(IN_DIM if i == 0 else cfg.width, cfg, parts) for i in range(cfg.n_layer)
         )
         self.out = nn.Linear(cfg.width, N_CLASS)
-        self.activation = cfg.activation
+        # the saturation diagnostic knows the built-in activations only
+        self.activation = cfg.activation if parts.activation is None else "custom"
         # dst (1-based) -> src (1-based): h_dst = layer_dst(h_dst-1) + h_src
-        self.skip_from = {dst: src for src, dst in cfg.skip}
+        self.skip_from = {dst: src for src, dst in cfg.skip_pairs}
 
     def features(self, x: torch.Tensor, n: int | None = None, acts: list | None = None):
         """Run the first n hidden layers (all when None); append each activation to acts."""
@@ -104,17 +143,41 @@ class Stage(nn.Module):
         return self.head(self.mlp.features(x, self.n))
 
 
-def init_weights(model: nn.Module, cfg: Config) -> None:
-    """Apply cfg.init to every Linear (default: leave PyTorch's init as built)."""
+def init_linear(m: nn.Linear, cfg: Config) -> None:
+    """Apply cfg.init to one Linear ('default' leaves PyTorch's init as built)."""
+    if cfg.init == "default":
+        return
     if cfg.init == "normal":
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, mean=0.0, std=cfg.init_std)
-                nn.init.zeros_(m.bias)
+        nn.init.normal_(m.weight, mean=0.0, std=cfg.init_std)
+    elif cfg.init == "xavier":
+        nn.init.xavier_normal_(m.weight, gain=cfg.init_gain)
+    elif cfg.init == "kaiming":  # std = gain / sqrt(fan_in)
+        nn.init.normal_(m.weight, mean=0.0, std=cfg.init_gain / m.in_features ** 0.5)
+    elif cfg.init == "orthogonal":
+        nn.init.orthogonal_(m.weight, gain=cfg.init_gain)
+    nn.init.zeros_(m.bias)
 
 
-def build(cfg: Config) -> MLP:
+def init_weights(model: nn.Module, cfg: Config, parts: Parts = DEFAULT_PARTS) -> None:
+    """Initialize every Linear of model: cfg.init, then the remedy's own init if any."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            init_linear(m, cfg)
+            if parts.init is not None:
+                parts.init(m, cfg)
+
+
+def build(cfg: Config, parts: Parts = DEFAULT_PARTS) -> MLP:
     """Build and initialize the MLP for cfg (uses the global torch RNG: seed it first)."""
-    model = MLP(cfg)
-    init_weights(model, cfg)
+    model = MLP(cfg, parts)
+    init_weights(model, cfg, parts)
     return model
+
+
+def make_optimizer(params: list, cfg: Config, parts: Parts = DEFAULT_PARTS):
+    """The optimizer over params: the remedy's own factory, else cfg.optimizer at cfg.lr."""
+    if parts.optimizer is not None:
+        return parts.optimizer(params, cfg)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr)
+    return torch.optim.SGD(params, lr=cfg.lr)

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a screen
 import matplotlib.pyplot as plt  # noqa: E402
 
+from vgbench import files  # noqa: E402
 from vgbench.train import History  # noqa: E402
 
 CURVES = (("train_loss", "Training Loss", "Loss"), ("val_loss", "Validation Loss", "Loss"),
@@ -20,10 +21,19 @@ def _layer_names(n: int) -> list[str]:
     return [f"L{i}" for i in range(1, n)] + ["out"]
 
 
+def _nan(values) -> list[float]:
+    """None (a diverged epoch's null) as NaN, which matplotlib leaves as a gap."""
+    return [float("nan") if v is None else v for v in values]
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2g}"
+
+
 def _draw_curves(axes, h: History, label: str | None = None) -> None:
     epochs = range(1, len(h.train_loss) + 1)
     for ax, (key, title, ylabel) in zip(axes.flat, CURVES):
-        ax.plot(epochs, getattr(h, key), label=label)
+        ax.plot(epochs, _nan(getattr(h, key)), label=label)
         ax.set(xlabel="Epoch", ylabel=ylabel, title=title)
 
 
@@ -31,7 +41,8 @@ def learning_curves(h: History, path: str | Path) -> Path:
     """The 2x2 figure of the course project: train/val loss and accuracy per epoch."""
     fig, axes = plt.subplots(2, 2, figsize=(12, 10))
     _draw_curves(axes, h)
-    fig.suptitle(f"{h.name}: test accuracy {h.test_acc:.4f}")
+    fig.suptitle(f"{h.name}: " + (f"diverged at epoch {h.diverged_epoch} ({h.diverged_reason})"
+                                  if h.diverged else f"test accuracy {h.test_acc:.4f}"))
     return _save(fig, path)
 
 
@@ -46,10 +57,10 @@ def _draw_flow(ax, h: History, points: list[int]) -> None:
     names = _layer_names(len(d["grad_norm"][0]))
     for p in points:
         style = "-o" if p in (0, len(d["epoch"]) - 1) else ":."
-        ax.semilogy(names, d["grad_norm"][p], style, label=f"epoch {d['epoch'][p]}")
+        ax.semilogy(names, _nan(d["grad_norm"][p]), style, label=f"epoch {d['epoch'][p]}")
     ax.set(xlabel="layer (input -> output)", ylabel="weight-gradient norm",
-           title=f"{h.name}: gradient flow (ratio init {h.grad_ratio_init:.2g}, "
-                 f"final {h.grad_ratio_final:.2g})")
+           title=f"{h.name}: gradient flow (ratio init {_fmt(h.grad_ratio_init)}, "
+                 f"final {_fmt(h.grad_ratio_final)})")
     ax.legend(fontsize="small")
 
 
@@ -103,17 +114,15 @@ def text_image(text: str, path: str | Path) -> Path:
     width = max((len(line) for line in lines), default=1)
     fig = plt.figure(figsize=(0.085 * width + 0.3, 0.165 * len(lines) + 0.3))
     fig.text(0.01, 0.98, text, family="monospace", fontsize=9, va="top", ha="left")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return files.savefig(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    try:
+        fig.tight_layout()
+        return files.savefig(fig, path, dpi=80)
+    finally:
+        plt.close(fig)

@@ -15,49 +15,94 @@ from types import SimpleNamespace
 
 import pytest
 
-from vgbench import harness, reference, registry
+from vgbench import data, files, harness, reference, registry
+from vgbench.config import option_type
 
 SETTINGS = pytest.StashKey["harness.Settings"]()
+USER_REMEDIES = pytest.StashKey[list]()
 RECORD_KEY = "vgbench_record"
+
+
+def _depths(text: str) -> list[int]:
+    """--vg-depth: one depth or a comma list (3,7,15,30)."""
+    return [option_type(int, lo=1)(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("vgbench", "vgbench: vanishing-gradient remedies")
     g.addoption("--vg-budget", choices=list(harness.BUDGETS), default="full",
                 help="full: the protocol's 100 epochs (default); quick: "
-                     f"{registry.QUICK_EPOCHS} epochs and the checks that hold that early")
-    g.addoption("--vg-epochs", type=int, default=None, metavar="N",
-                help="override the budget's epochs (per stage for layerwise); the budget's "
-                     "checks still apply")
-    g.addoption("--vg-seeds", type=int, default=1, metavar="K",
+                     f"{registry.QUICK_EPOCHS} epochs and the checks that hold that early; "
+                     f"sweep: {registry.SWEEP_EPOCHS} epochs at depths "
+                     f"{','.join(map(str, registry.SWEEP_DEPTHS))} (or --vg-depth)")
+    g.addoption("--vg-epochs", type=option_type(int, lo=0), default=None, metavar="N",
+                help="override the budget's epochs (per stage for layerwise; 0: evaluate the "
+                     "untrained net); the budget's checks still apply")
+    g.addoption("--vg-seeds", type=option_type(int, lo=1), default=1, metavar="K",
                 help="run seeds 42..42+K-1, each its own test (default 1)")
+    g.addoption("--vg-depth", type=_depths, action="append", default=[], metavar="D",
+                help="sweep these depths (hidden layers): repeatable or a comma list, e.g. "
+                     "3,7,15,30; ids become NAME-depthD-seedS (default: each remedy's own)")
     g.addoption("--vg-device", default="auto", choices=["auto", "cpu", "cuda"],
                 help="where to train (default auto: cuda if available)")
+    g.addoption("--vg-set", default="course", choices=list(harness.SETS),
+                help="which built-in remedies run: course (default, the protocol's), "
+                     "literature, or all; user remedies always join")
     g.addoption("--vg-remedy", action="append", default=[], metavar="NAME",
                 help="only this remedy (repeatable); see `python -m vgbench list`")
+    g.addoption("--vg-remedies", action="append", default=[], metavar="FILE",
+                help="add the remedies of this Python file (its REMEDIES list; repeatable)")
     g.addoption("--vg-out", default="vg-out", metavar="DIR",
                 help="histories, figures, summary.json and summary.md (default vg-out)")
-    g.addoption("--vg-target", type=float, default=0.70, metavar="ACC",
-                help="the summary's 'epochs to val ACC' column (default 0.70)")
-    g.addoption("--vg-limit", type=int, default=None, metavar="N",
-                help="cap each data split at N samples (smoke tests; checks still apply)")
+    g.addoption("--vg-target", type=option_type(float, lo=0, hi=1, lo_open=True),
+                default=0.70, metavar="ACC",
+                help="the summary's 'epochs to val ACC' column, in (0, 1] (default 0.70)")
+    g.addoption("--vg-limit", type=option_type(int, lo=1), default=None, metavar="N",
+                help="cap each data split at N samples, at least the batch size (smoke "
+                     "tests; checks still apply)")
     g.addoption("--vg-data-dir", default=None, metavar="DIR",
                 help="folder with the Fashion-MNIST IDX files (default: usual lookup)")
     g.addoption("--vg-no-figures", action="store_true", help="skip the per-run PNG figures")
-    g.addoption("--vg-threads", type=int, default=None, metavar="N",
-                help="torch threads per process (default: cores // local xdist workers; "
-                     "set it with --tx on other hosts)")
+    g.addoption("--vg-threads", type=option_type(int, lo=1), default=None, metavar="N",
+                help="torch threads per process (default: each host's cores // its xdist "
+                     "workers)")
     g.addoption("--vg-compare", default=None, metavar="FILE",
-                help="fail remedies that moved beyond the tolerances in this reference file")
+                help="fail cases that moved beyond the tolerances in this reference file")
+    g.addoption("--vg-allow-new", action="store_true",
+                help="with --vg-compare: accept cases the reference has no entry for")
     g.addoption("--vg-save", default=None, metavar="FILE",
-                help="write this session's results as a new reference file")
+                help="merge this session's results into this reference file (only from a "
+                     "session where every case finished and held)")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from vgbench import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
 
 
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def _register_user_remedies(config: pytest.Config) -> list[str]:
+    """Remedies from pytest_vgbench_remedies implementations and --vg-remedies files."""
+    added: list[str] = []
+    try:
+        for impl in config.hook.pytest_vgbench_remedies.get_hookimpls():
+            origin = getattr(impl.plugin, "__file__", None) or impl.plugin_name
+            kwargs = {"config": config} if "config" in impl.argnames else {}
+            added += registry.register(impl.function(**kwargs) or [], origin)
+        for path in config.getoption("vg_remedies"):
+            added += registry.register(registry.load_file(path), path)
+    except (registry.RemedyError, ValueError) as exc:
+        registry.unregister(added)
+        raise pytest.UsageError(f"vgbench user remedies: {exc}") from None
+    return added
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.stash[USER_REMEDIES] = _register_user_remedies(config)
     try:
         settings = harness.Settings(
             budget=config.getoption("vg_budget"), epochs=config.getoption("vg_epochs"),
@@ -65,7 +110,8 @@ def pytest_configure(config: pytest.Config) -> None:
             remedies=tuple(config.getoption("vg_remedy")), out=config.getoption("vg_out"),
             target=config.getoption("vg_target"), limit=config.getoption("vg_limit"),
             data_dir=config.getoption("vg_data_dir"),
-            figures=not config.getoption("vg_no_figures"),
+            figures=not config.getoption("vg_no_figures"), set=config.getoption("vg_set"),
+            depths=tuple(d for ds in config.getoption("vg_depth") for d in ds),
         )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -81,13 +127,21 @@ def pytest_configure(config: pytest.Config) -> None:
     if _is_worker(config):
         return
     comparison = None
-    compare = config.getoption("vg_compare")
-    if compare:
-        try:
-            comparison = reference.Comparison(reference.load(compare))
-        except reference.ReferenceError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    try:
+        if config.getoption("vg_compare"):
+            comparison = reference.Comparison(reference.load(config.getoption("vg_compare")),
+                                              config.getoption("vg_allow_new"))
+        if config.getoption("vg_save"):
+            reference.check_save_target(config.getoption("vg_save"))
+        if not config.getoption("help") and not config.getoption("collectonly"):
+            files.check_writable(settings.out, "--vg-out")
+    except ValueError as exc:  # ReferenceError included
+        raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(_Controller(config, settings, comparison), "vgbench-controller")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    registry.unregister(config.stash.get(USER_REMEDIES, []))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -95,23 +149,36 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "vg_remedy" in metafunc.fixturenames:
         names = settings.names
         metafunc.parametrize("vg_remedy", names, ids=names)
+        depths = settings.sweep_depths
+        if depths:
+            metafunc.parametrize("vg_depth", depths, ids=[f"depth{d}" for d in depths])
     if "vg_seed" in metafunc.fixturenames:
         seeds = settings.seeds
         metafunc.parametrize("vg_seed", seeds, ids=[f"seed{s}" for s in seeds])
 
 
+def _case(item) -> harness.Case | None:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "vg_remedy" not in params:
+        return None
+    return harness.Case(params["vg_remedy"], params.get("vg_seed", harness.DEFAULT_SEED),
+                        params.get("vg_depth"))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
-    """Longest cases first (layerwise trains 4x), so xdist does not start one last."""
+    """Longest cases first (layerwise trains 4x, deep nets cost more), so xdist does not
+    start one last."""
     settings = config.stash[SETTINGS]
 
-    def cost(item) -> int:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        if "vg_remedy" not in params:
-            return 0
-        return -settings.config(registry.get(params["vg_remedy"]), 0).total_epochs
+    def cost(item) -> float:
+        case = _case(item)
+        return 0 if case is None else -harness.case_cost(settings, case)
 
     items.sort(key=cost)  # stable: registry order among equals, other tests untouched
+    controller = config.pluginmanager.get_plugin("vgbench-controller")
+    if controller is not None:  # no xdist: this process collected the cases itself
+        controller.expect(item.nodeid for item in items if _case(item) is not None)
     bs = getattr(config, "_benchmarksession", None)
     if bs is not None and any(cost(item) for item in items):
         # pytest-benchmark >= 5.3 would warn at exit that it was off under xdist; our
@@ -119,14 +186,43 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
         bs.xdist_benchmark_found = False
 
 
+def _host_key(spec) -> str:
+    """Which host an execnet spec runs on: its ssh or socket target, else this one."""
+    return getattr(spec, "ssh", None) or getattr(spec, "socket", None) or "local"
+
+
+def _host_workers(config: pytest.Config) -> dict[str, int]:
+    """xdist workers per host, from -n / --tx (each host sets its threads from its own
+    cores)."""
+    try:
+        import execnet
+        from xdist.workermanage import parse_tx_spec_config
+    except ImportError:
+        return {}
+    counts: dict[str, int] = {}
+    for spec in parse_tx_spec_config(config):
+        key = _host_key(execnet.XSpec(spec))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist, on the controller: tell each worker how many workers share its host."""
+    counts = _host_workers(node.config)
+    node.workerinput["vg_host_workers"] = counts.get(_host_key(node.gateway.spec), 1)
+
+
 def _set_threads(config: pytest.Config) -> None:
-    """Before each case (idempotent): workers x threads <= cores, or --vg-threads."""
+    """Before each case (idempotent): workers x threads <= this host's cores, or
+    --vg-threads."""
     import torch
 
     threads = config.getoption("vg_threads")
-    n_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if threads is None and n_workers > 1:
-        threads = harness.worker_threads(n_workers)
+    if threads is None and _is_worker(config):
+        n_workers = config.workerinput.get("vg_host_workers") or int(
+            os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        threads = harness.worker_threads(n_workers) if n_workers > 1 else None
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 
@@ -138,21 +234,31 @@ def vg_settings(request: pytest.FixtureRequest) -> harness.Settings:
 
 
 @pytest.fixture
-def vg_run(request, benchmark, vg_settings, vg_remedy, vg_seed):
-    """Call it to train (vg_remedy, vg_seed), timed per epoch; returns the case's record."""
+def vg_depth() -> int | None:
+    """The case's depth; None (each remedy's own) unless --vg-depth or the sweep budget
+    parametrizes it."""
+    return None
+
+
+@pytest.fixture
+def vg_run(request, benchmark, vg_settings, vg_remedy, vg_depth, vg_seed):
+    """Call it to train (vg_remedy, vg_depth, vg_seed), timed per epoch; returns the case's
+    record."""
 
     def go() -> dict:
         _set_threads(request.config)
 
         def driver(run):
             if benchmark.disabled:  # under xdist: run.step() times each epoch itself
-                benchmark.pedantic(lambda: [run.step() for _ in range(run.cfg.total_epochs)])
+                benchmark.pedantic(lambda: [run.step() for _ in iter(lambda: run.done, True)])
             elif run.cfg.total_epochs:  # one round per epoch, the device synced in step()
                 benchmark.pedantic(run.step, rounds=run.cfg.total_epochs, iterations=1)
-        record = harness.run_case(vg_remedy, vg_seed, vg_settings, driver)
+        case = harness.Case(vg_remedy, vg_seed, vg_depth)
+        record = harness.run_case(case, vg_settings, driver)
         node = request.node
         record.update(nodeid=node.nodeid, name=node.name, param=node.callspec.id,
-                      params={"vg_remedy": vg_remedy, "vg_seed": vg_seed})
+                      params={"vg_remedy": vg_remedy, "vg_depth": vg_depth,
+                              "vg_seed": vg_seed})
         benchmark.extra_info.update(_extra_info(record))
         node.user_properties.append((RECORD_KEY, record))
         return record
@@ -162,8 +268,9 @@ def vg_run(request, benchmark, vg_settings, vg_remedy, vg_seed):
 
 def _extra_info(record: dict) -> dict:
     """What pytest-benchmark's JSON keeps beside a case's epoch times."""
-    extra = {k: record[k] for k in ("remedy", "seed", "budget", "device", "epochs")}
+    extra = {k: record[k] for k in ("remedy", "depth", "seed", "budget", "device", "epochs")}
     extra["test_acc"] = record["metrics"]["test_acc"]
+    extra["diverged_epoch"] = record["diverged_epoch"]
     return extra
 
 
@@ -196,11 +303,39 @@ def _add_to_benchmark_session(config: pytest.Config, record: dict) -> None:
 
 
 class _Controller:
-    """Registered on the controller (or the only process): collects records, reports."""
+    """Registered on the controller (or the only process): collects records, reports.
+
+    Whatever ends the session (failures, an interrupt, a bad reference, an unwritable
+    --vg-save), the summary is written and printed with what finished; problems at the end
+    become one-line errors and a failing exit status, never a traceback that hides it.
+    """
 
     def __init__(self, config: pytest.Config, settings: harness.Settings, comparison):
         self.config, self.settings, self.comparison = config, settings, comparison
         self.records: list[dict] = []
+        self.expected: set[str] = set()
+        self.errors: list[str] = []
+        self.rows: list[dict] = []
+        self.depth: list[dict] = []
+        self.status: dict = {}
+        self.paths: list = []
+        self.data_checked = False
+
+    def expect(self, nodeids) -> None:
+        """Cases collected (by this process, or by an xdist worker)."""
+        self.expected.update(nodeids)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids) -> None:
+        suffixes = {f"[{case.id}]" for case in self.settings.cases}
+        mine = [i for i in ids if any(i.endswith(s) for s in suffixes)]
+        self.expect(mine)
+        if mine and not self.data_checked:  # before any worker runs a case
+            self.data_checked = True
+            try:
+                data.ensure_local(self.settings.data_dir)
+            except data.DataError as exc:
+                self.errors.append(f"data: {str(exc).splitlines()[0]}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
@@ -209,35 +344,86 @@ class _Controller:
             if key == RECORD_KEY:
                 self.records.append(record)
                 _add_to_benchmark_session(self.config, record)
+                try:
+                    harness.bring_home(record, self.settings)
+                except Exception as exc:  # noqa: BLE001 - reported, never hides the summary
+                    self.errors.append(f"could not write {record['history']} here: "
+                                       f"{type(exc).__name__}: {exc}")
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.comparison is not None and self.records:
-            self.comparison.run(self.records, self.settings)
-            if self.comparison.failed and session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        save = self.config.getoption("vg_save")
-        if save and self.records:
-            reference.save(save, self.records, self.settings)
+    def _attempt(self, what: str, fn) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - one line in the report, the rest goes on
+            self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not self.records:
-            return
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:
         settings, records = self.settings, self.records
-        rows = harness.summarize(records)
-        devices = sorted({r["device"] for r in records})
-        header = (f"budget {settings.budget} (epochs: all stages, layerwise included), "
-                  f"device {', '.join(devices)}"
-                  + (f", data limited to {settings.limit} per split" if settings.limit else ""))
-        tr = terminalreporter
-        tr.write_sep("=", "vgbench summary")
-        tr.write_line(header)
-        tr.write_line(harness.table(rows))
-        paths = harness.write_summary(rows, settings.out, header, image=settings.figures)
-        tr.write_line(f"wrote {', '.join(map(str, paths))} and each run's history and "
-                      f"figures under {settings.out}/")
+        done = {r["nodeid"] for r in records}
+        missing = sorted(self.expected - done)
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        self.status = {"complete": not missing and not interrupted and bool(records),
+                       "missing": [m.rsplit("[", 1)[-1].rstrip("]") for m in missing],
+                       "errors": self.errors}
+        if interrupted and not missing:
+            self.status["missing"] = ["(session interrupted)"]
+        if not records:
+            return
+        self.rows = harness.summarize(records)
+        self.depth = harness.depth_rows(records)
         if self.comparison is not None:
-            tr.write_sep("=", "vgbench reference comparison")
-            tr.write_line(self.comparison.report())
+            self._attempt("--vg-compare", lambda: self.comparison.run(records, settings))
         save = self.config.getoption("vg_save")
         if save:
-            tr.write_line(f"vgbench: wrote reference results to {save}")
+            self._attempt("--vg-save", lambda: self._save(save))
+        self._attempt("summary", lambda: self.paths.extend(harness.write_summary(
+            self.rows, settings.out, self.header(), image=settings.figures,
+            status=self.status, depth=self.depth)))
+        failed = self.errors or (self.comparison is not None and self.comparison.failed)
+        if failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _save(self, path: str) -> None:
+        failing = [f"{r['key']}-seed{r['seed']}" for r in self.records if r["failures"]]
+        if not self.status["complete"]:
+            raise RuntimeError(f"refused: {len(self.status['missing'])} case(s) produced no "
+                               f"result ({', '.join(self.status['missing'][:5])}); a "
+                               "reference is written only from a session where every case "
+                               "finished")
+        if failing:
+            raise RuntimeError(f"refused: {', '.join(failing)} failed its checks; a reference "
+                               "is written only from a session whose expectations held")
+        reference.save(path, self.records, self.settings)
+        self.saved = path
+
+    def header(self) -> str:
+        settings, records = self.settings, self.records
+        devices = sorted({r["device"] for r in records})
+        text = (f"budget {settings.budget} (epochs: all stages, layerwise included), "
+                f"device {', '.join(devices)}"
+                + (f", data limited to {settings.limit} per split" if settings.limit else ""))
+        if not self.status.get("complete", True):
+            text += f"; INCOMPLETE: {len(self.status['missing'])} case(s) missing"
+        return text
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        tr = terminalreporter
+        if self.records:
+            tr.write_sep("=", "vgbench summary")
+            tr.write_line(self.header())
+            tr.write_line(harness.table(self.rows))
+            if self.depth:
+                tr.write_sep("-", "vgbench depth sweep")
+                tr.write_line(harness.depth_table(self.depth))
+            if self.paths:
+                tr.write_line(f"wrote {', '.join(map(str, self.paths))} and each case's "
+                              f"history and figures under {self.settings.out}/")
+            if self.status["missing"]:
+                tr.write_line("vgbench: incomplete, no result for: "
+                              + ", ".join(self.status["missing"]))
+            if self.comparison is not None:
+                tr.write_sep("=", "vgbench reference comparison")
+                tr.write_line(self.comparison.report())
+            if getattr(self, "saved", None):
+                tr.write_line(f"vgbench: merged this session's results into {self.saved}")
+        for e in self.errors:
+            tr.write_line(f"vgbench: error: {e}", red=True)

@@ -1,40 +1,107 @@
-"""Every experiment of PROTOCOL.md, declared once: the baseline plus the fields it changes.
+"""Every experiment, declared once: the baseline plus the fields it changes.
 
-Test ids, CLI choices, summary rows and plot legends all come from REMEDIES. The expected
-outcome of each remedy (per budget) is declared next to it, with the seeds and margin
-that justify each threshold.
+The course protocol's remedies and those of the literature (PROTOCOL.md) are declared here;
+a user's remedies join the same registry through `register` (the pytest hook
+`pytest_vgbench_remedies`, `--vg-remedies FILE`, `vgbench run --remedies FILE`). Test ids,
+CLI choices, summary rows and plot legends all come from REMEDIES. The expected outcome of
+each remedy (per budget) is declared next to it, with the seeds and margin that justify
+each threshold.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import importlib.util
+import math
+import sys
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from vgbench.config import Config
 from vgbench.expect import Check
+from vgbench.model import DEFAULT_PARTS, Parts
 
 BASELINE = Config()
 SMALL = replace(BASELINE, init="normal", init_std=0.05)  # "small init": N(0, 0.05), biases 0
 
+SETS = ("course", "literature", "user")
+"""Where a remedy comes from: the course protocol, the literature (PROTOCOL.md), a user."""
+BUDGETS = ("full", "quick", "sweep")
+"""The budgets a remedy declares checks for."""
+
 
 @dataclass(frozen=True)
 class Remedy:
-    """One experiment: its config, a one-line description and its expected outcomes."""
+    """One experiment: the baseline with one idea changed, and the outcome it must show.
+
+    Built-in and user remedies are declared alike. `config` changes any Config field;
+    `parts` brings the remedy's own code (activation or norm module, init, optimizer), which
+    the one MLP builder and the training loop call.
+    """
 
     name: str
     description: str
+    """One line: what the remedy changes."""
     config: Config
     full: tuple[Check, ...] = ()
-    """Checks at the full budget (protocol: 100 epochs)."""
+    """Checks at the full budget (protocol: 100 epochs), at the config's own depth."""
     quick: tuple[Check, ...] = ()
-    """Checks at the quick budget (QUICK_EPOCHS)."""
+    """Checks at the quick budget (QUICK_EPOCHS), at the config's own depth."""
+    sweep: tuple[Check, ...] = ()
+    """Checks at the depth-sweep budget (SWEEP_EPOCHS), each at the depths it names."""
+    parts: Parts = DEFAULT_PARTS
+    """The remedy's own code; the defaults use the config's choices."""
+    set: str = "user"
+    """'course', 'literature' or 'user' (what --vg-set picks)."""
+    source: str = ""
+    """Where the idea comes from (a paper, the course text, a file)."""
+    origin: str = field(default="", compare=False)
+    """Where it was declared: 'vgbench', or the user's file or plugin (set on registration)."""
 
-    def checks(self, budget: str) -> tuple[Check, ...]:
-        """The checks for budget 'full' or 'quick'."""
-        return self.full if budget == "full" else self.quick
+    def __post_init__(self) -> None:
+        where = f"remedy {self.name!r}" + (f" ({self.origin})" if self.origin else "")
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"{where}: the name must be a Python identifier (letters, digits, "
+                             "underscores), as it becomes part of the test ids")
+        if not isinstance(self.config, Config):
+            raise ValueError(f"{where}: config must be a vgbench Config, got "
+                             f"{type(self.config).__name__}")
+        if not isinstance(self.parts, Parts):
+            raise ValueError(f"{where}: parts must be a vgbench Parts, got "
+                             f"{type(self.parts).__name__}")
+        if self.set not in SETS:
+            raise ValueError(f"{where}: unknown set {self.set!r}; choose from {list(SETS)}")
+        if not (self.full or self.quick or self.sweep):
+            raise ValueError(f"{where} declares no checks: give it at least one Check in "
+                             "full=, quick= or sweep= (an experiment must assert its outcome)")
+        for budget in BUDGETS:
+            for c in getattr(self, budget):
+                if not isinstance(c, Check):
+                    raise ValueError(f"{where}: {budget}= must hold Check objects, got {c!r}")
+                try:
+                    c.validate()
+                except ValueError as exc:
+                    raise ValueError(f"{where}, {budget} budget: {exc}") from None
+
+    def checks(self, budget: str, depth: int | None = None) -> tuple[Check, ...]:
+        """The checks for a budget at a depth (None: the config's own). The full and quick
+        checks were measured at the config's depth and apply there only."""
+        depth = self.config.n_layer if depth is None else depth
+        if budget == "sweep":
+            return tuple(c for c in self.sweep if c.applies_at(depth))
+        if budget not in ("full", "quick"):
+            raise ValueError(f"unknown budget {budget!r}; choose from {list(BUDGETS)}")
+        return getattr(self, budget) if depth == self.config.n_layer else ()
 
 
 QUICK_EPOCHS = 5
 """Epochs of the quick budget (per stage for layerwise)."""
+SWEEP_EPOCHS = 20
+"""Epochs of the depth-sweep budget (per stage for layerwise)."""
+SWEEP_DEPTHS = (3, 7, 15, 30)
+"""Depths the sweep budget runs unless --vg-depth says otherwise."""
+TRAINABLE_ACC = 0.5
+"""A depth is trainable when the best validation accuracy reaches this in the budget."""
 
 # Every threshold below comes from runs on CPU (torch 2.14.1, real data, default split),
 # `python -m vgbench run NAME --seed S --epochs E --device cpu --threads 1`, seeds 42, 43, 44
@@ -43,8 +110,9 @@ QUICK_EPOCHS = 5
 # was cross-checked on an H200 (torch 2.11, seeds 42-44): every check held there too.
 _Q = f"quick ({QUICK_EPOCHS} epochs), seeds 42-44"
 _F = "full (100 epochs), seeds 42-44"
+PENDING = Check("test_acc", ">=", 0.0, "placeholder until measured")
 
-_REMEDIES = [
+_COURSE = [
     Remedy(
         "baseline", "7x128 sigmoid MLP, default init, SGD lr 1e-2: the vanishing case",
         BASELINE,
@@ -191,12 +259,89 @@ _REMEDIES = [
     ),
 ]
 
-REMEDIES: dict[str, Remedy] = {r.name: r for r in _REMEDIES}
-NAMES: tuple[str, ...] = tuple(REMEDIES)
+# The literature's remedies (PROTOCOL.md): each the baseline with one idea changed; SGD
+# lr 1e-2, batch 512, 7 x 128 unless stated. Thresholds: same runs and seeds as above.
+_LITERATURE = [
+    Remedy(
+        "xavier", "sigmoid with Xavier/Glorot normal init (gain 1), biases 0",
+        replace(BASELINE, init="xavier"),
+        full=(PENDING,), quick=(PENDING,),
+        source="Glorot & Bengio 2010",
+    ),
+    Remedy(
+        "he_relu", "ReLU with Kaiming normal init (fan_in, gain sqrt(2)), biases 0",
+        replace(BASELINE, activation="relu", init="kaiming", init_gain=math.sqrt(2)),
+        full=(PENDING,), quick=(PENDING,),
+        source="He et al. 2015",
+    ),
+    Remedy(
+        "selu", "SELU with LeCun normal init (std 1/sqrt(fan_in)), biases 0",
+        replace(BASELINE, activation="selu", init="kaiming", init_gain=1.0),
+        full=(PENDING,), quick=(PENDING,),
+        source="Klambauer et al. 2017",
+    ),
+    Remedy(
+        "tanh_xavier", "tanh with Xavier/Glorot normal init (gain 1), biases 0",
+        replace(BASELINE, activation="tanh", init="xavier"),
+        full=(PENDING,), quick=(PENDING,),
+        source="Glorot & Bengio 2010",
+    ),
+    Remedy(
+        "orthogonal", "sigmoid with orthogonal init (gain 1), biases 0",
+        replace(BASELINE, init="orthogonal"),
+        full=(PENDING,), quick=(PENDING,),
+        source="Saxe et al. 2014",
+    ),
+    Remedy(
+        "layernorm", "LayerNorm(128) between each hidden Linear and its Sigmoid (small init)",
+        replace(SMALL, norm="layernorm"),
+        full=(PENDING,), quick=(PENDING,),
+        source="Ba et al. 2016",
+    ),
+    Remedy(
+        "leaky_relu", "LeakyReLU(0.01) instead of Sigmoid (small init)",
+        replace(SMALL, activation="leaky_relu"),
+        full=(PENDING,), quick=(PENDING,),
+        source="Maas et al. 2013",
+    ),
+    Remedy(
+        "gelu", "GELU instead of Sigmoid (small init)",
+        replace(SMALL, activation="gelu"),
+        full=(PENDING,), quick=(PENDING,),
+        source="Hendrycks & Gimpel 2016",
+    ),
+    Remedy(
+        "clip_std10", "N(0, 10) init (as init_std10) plus gradient-norm clipping at 1.0",
+        replace(BASELINE, init="normal", init_std=10.0, clip_norm=1.0),
+        full=(PENDING,), quick=(PENDING,),
+        source="Pascanu et al. 2013",
+    ),
+]
+
+BUILTIN: tuple[Remedy, ...] = (
+    *(replace(r, set="course", source="course project (PROTOCOL.md)", origin="vgbench")
+      for r in _COURSE),
+    *(replace(r, set="literature", origin="vgbench") for r in _LITERATURE),
+)
+"""The remedies vgbench ships: the course protocol's, then the literature's."""
+
+REMEDIES: dict[str, Remedy] = {r.name: r for r in BUILTIN}
+"""Every remedy of this process, built-in and registered, by name (registry order)."""
 
 
 class UnknownRemedy(ValueError):
     """A remedy name that is not in the registry."""
+
+
+class RemedyError(ValueError):
+    """A user's remedy that cannot be registered; the message names the file and remedy."""
+
+
+def names(sets: str | tuple[str, ...] = SETS) -> list[str]:
+    """Names of the registered remedies in these sets ('all' or a tuple of SETS), in
+    registry order."""
+    sets = SETS if sets == "all" else (sets,) if isinstance(sets, str) else sets
+    return [n for n, r in REMEDIES.items() if r.set in sets]
 
 
 def get(name: str) -> Remedy:
@@ -204,4 +349,60 @@ def get(name: str) -> Remedy:
     try:
         return REMEDIES[name]
     except KeyError:
-        raise UnknownRemedy(f"unknown remedy {name!r}; choose from {', '.join(NAMES)}") from None
+        raise UnknownRemedy(f"unknown remedy {name!r}; choose from "
+                            f"{', '.join(REMEDIES)}") from None
+
+
+def register(remedies, origin: str) -> list[str]:
+    """Add a user's remedies (from `origin`, a file or plugin) to the registry; returns
+    their names. Anything but a list of Remedy objects, a set other than 'user', or a name
+    that is taken is a RemedyError naming the origin and the remedy; nothing is added
+    then."""
+    if isinstance(remedies, Remedy) or not isinstance(remedies, (list, tuple)):
+        raise RemedyError(f"{origin}: expected a list of vgbench Remedy objects, got "
+                          f"{type(remedies).__name__}")
+    new: dict[str, Remedy] = {}
+    for r in remedies:
+        if not isinstance(r, Remedy):
+            raise RemedyError(f"{origin}: expected vgbench Remedy objects, got {r!r}")
+        if r.set != "user":
+            raise RemedyError(f"{origin}: remedy {r.name!r} has set {r.set!r}; "
+                              "user remedies are in set 'user' (leave set= out)")
+        clash = REMEDIES.get(r.name) or new.get(r.name)
+        if clash is not None:
+            raise RemedyError(f"{origin}: remedy {r.name!r} is already declared by "
+                              f"{clash.origin}; give it another name")
+        new[r.name] = replace(r, origin=origin)
+    REMEDIES.update(new)
+    return list(new)
+
+
+def unregister(names_: list[str]) -> None:
+    """Remove user remedies registered earlier (built-in ones stay)."""
+    for n in names_:
+        if n in REMEDIES and REMEDIES[n].set == "user":
+            del REMEDIES[n]
+
+
+def load_file(path: str | Path) -> list[Remedy]:
+    """Import a user's remedies file (a Python module exposing REMEDIES, a list of Remedy);
+    any problem is a RemedyError naming the file (and the line, for errors raised in it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RemedyError(f"{path}: no such remedies file (a Python file whose REMEDIES "
+                          "lists vgbench Remedy objects)")
+    mod_name = f"vgbench_user_remedies_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module  # so that pickling and dataclasses can find it
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - reported with the file and line, not hidden
+        del sys.modules[mod_name]
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if Path(f.filename).resolve() == path.resolve()]
+        line = f", line {frames[-1].lineno}" if frames else ""
+        raise RemedyError(f"{path}{line}: {type(exc).__name__}: {exc}") from None
+    if not hasattr(module, "REMEDIES"):
+        raise RemedyError(f"{path}: defines no REMEDIES; add `REMEDIES = [Remedy(...), ...]`")
+    return module.REMEDIES

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import platform
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vgbench import files
 from vgbench import model as M
 from vgbench.config import Config
 from vgbench.data import Splits
@@ -42,6 +45,41 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _cpu() -> str:
+    """The CPU model, torch's kernel level and a digest of the CPU's feature flags: two
+    machines that print the same model name may still run different float kernels."""
+    model, flags = platform.processor() or platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(line.split(":", 1) for line in f if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        model = info.get("model name", model)
+        flags = info.get("flags", info.get("Features", ""))
+    except OSError:
+        pass
+    digest = zlib.crc32(" ".join(sorted(flags.split())).encode())
+    return f"{model} [{torch.backends.cpu.get_cpu_capability()}, flags {digest:08x}]"
+
+
+def environment(device: torch.device) -> dict:
+    """What bit-identical reproduction depends on: torch, threads, device, CPU, platform."""
+    name = str(device)
+    if device.type == "cuda":
+        name += f" ({torch.cuda.get_device_name(device)})"
+    return {"torch": str(torch.__version__), "threads": torch.get_num_threads(),
+            "device": name, "cpu": _cpu(), "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch over n samples; a last batch of one sample is merged into
+    the one before, so BatchNorm never trains on a single sample."""
+    bounds = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 @dataclass
 class History:
     """Everything one run produced; round-trips through JSON."""
@@ -63,43 +101,65 @@ class History:
     """Per probe point: 'epoch' (0 = init) and per-layer lists (see diagnostics.py)."""
     grad_ratio_init: float | None = None
     grad_ratio_final: float | None = None
+    diverged: bool = False
+    """True when the loss or the weights became non-finite; training stopped there."""
+    diverged_epoch: int | None = None
+    """The epoch (1-based, all stages counted) at whose end divergence was found."""
+    diverged_reason: str | None = None
+    """What was non-finite, e.g. 'train loss nan'."""
+    env: dict = field(default_factory=dict)
+    """torch version, threads, device, platform: bit-identity holds only for equal ones."""
+    parts: dict = field(default_factory=dict)
+    """The remedy's own code (see model.Parts), as 'module.qualname' labels."""
 
     def to_json(self, path: str | Path | None = None) -> str:
-        """Serialize (and write to path when given)."""
-        text = json.dumps(dataclasses.asdict(self), indent=1)
+        """Serialize as strict JSON (non-finite values become null); write atomically to
+        path when given."""
+        text = files.dumps(dataclasses.asdict(self), indent=1)
         if path is not None:
-            Path(path).write_text(text)
+            files.write_text(path, text + "\n")
         return text
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "History":
-        """Inverse of to_json; accepts the JSON text or a file path."""
-        text = str(text_or_path)
+        """Inverse of to_json; accepts the JSON text or a file path. A file that is not a
+        history is a ValueError naming it."""
+        text, where = str(text_or_path), "history text"
         if not text.lstrip().startswith("{"):
+            where = str(text_or_path)
             text = Path(text_or_path).read_text()
-        return cls(**json.loads(text))
+        try:
+            return cls(**json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where} is not valid JSON ({exc}); it may be truncated: "
+                             "rerun the experiment that wrote it") from None
+        except TypeError as exc:
+            raise ValueError(f"{where} is not a vgbench history ({exc})") from None
 
-    def best_val_acc(self) -> float:
-        """Highest validation accuracy over all epochs."""
-        return max(self.val_acc, default=float("nan"))
+    def best_val_acc(self) -> float | None:
+        """Highest validation accuracy over all epochs (None: no finite one)."""
+        return max((a for a in self.val_acc if a is not None), default=None)
 
     def epochs_to(self, target: float) -> int | None:
         """First epoch (1-based) whose validation accuracy reaches target, else None."""
-        return next((i + 1 for i, a in enumerate(self.val_acc) if a >= target), None)
+        return next((i + 1 for i, a in enumerate(self.val_acc)
+                     if a is not None and a >= target), None)
 
 
 class Run:
     """One training run, advanced an epoch at a time (so a benchmark can time each epoch)."""
 
-    def __init__(self, cfg: Config, splits: Splits, name: str = "custom"):
-        self.cfg, self.s = cfg, splits
+    def __init__(self, cfg: Config, splits: Splits, name: str = "custom",
+                 parts: M.Parts = M.DEFAULT_PARTS):
+        self.cfg, self.s, self.parts = cfg, splits, parts
         self.device = splits.train_x.device
         with torch.random.fork_rng(devices=[]):  # seed init without touching the caller's RNG
             torch.manual_seed(cfg.seed)
-            self.mlp = M.build(cfg).to(self.device)
+            self.mlp = M.build(cfg, parts).to(self.device)
         self.shuffle = _generator(cfg.seed, "shuffle")
         self.history = History(name=name, config=cfg.to_dict(), device=str(self.device),
-                               total_epochs=cfg.total_epochs)
+                               total_epochs=cfg.total_epochs, env=environment(self.device),
+                               parts=parts.labels())
         self.probe = None
         if cfg.diagnostics:
             x, y = probe_batch(splits.train_x, splits.train_y, cfg.probe_size,
@@ -124,20 +184,22 @@ class Run:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(zlib.crc32(f"{cfg.seed}:head{k}".encode()))
                 head = nn.Linear(cfg.width, M.N_CLASS)
-                M.init_weights(head, cfg)
+                M.init_weights(head, cfg, self.parts)
             for i, layer in enumerate(self.mlp.hidden):
                 layer.requires_grad_(lo <= i < hi)
             self.net = M.Stage(self.mlp, hi, head.to(self.device))
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        if cfg.optimizer == "adam":
-            self.opt = torch.optim.Adam(params, lr=cfg.lr)
-        else:
-            self.opt = torch.optim.SGD(params, lr=cfg.lr)
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = M.make_optimizer(self.params, cfg, self.parts)
+
+    @property
+    def diverged(self) -> bool:
+        """True once the loss or the weights became non-finite (training stops there)."""
+        return self.history.diverged
 
     @property
     def done(self) -> bool:
-        """True once every stage has trained its epochs."""
-        return self.epoch_no >= self.cfg.total_epochs
+        """True once every stage has trained its epochs, or the run diverged."""
+        return self.epoch_no >= self.cfg.total_epochs or self.diverged
 
     # --- one epoch ---
     def _train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,13 +208,16 @@ class Run:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.net.train()
-        for i in range(0, len(perm), bs):
-            idx = perm[i:i + bs]
+        clip = self.cfg.clip_norm
+        for lo, hi in batch_bounds(len(perm), bs):
+            idx = perm[lo:hi]
             x, y = x_all.index_select(0, idx), y_all.index_select(0, idx)
             logits = self.net(x)
             loss = F.cross_entropy(logits, y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(self.params, clip)
             self.opt.step()
             loss_sum += loss.detach() * len(y)  # stays on the device: no per-batch sync
             correct += (logits.argmax(1) == y).sum()
@@ -186,37 +251,48 @@ class Run:
         tr_loss, tr_acc = self._train_epoch()
         va_loss, va_acc = self.evaluate(self.s.val_x, self.s.val_y)
         self.epoch_no += 1
-        if self.probe is not None:
-            self.probe.measure(self.mlp, self.epoch_no)
-        tr_loss, tr_acc, va_loss, va_acc = torch.stack(
-            [tr_loss, tr_acc.float(), va_loss, va_acc.float()]).tolist()  # the epoch's sync
-        dt = time.perf_counter() - t0
+        weights_ok = torch.stack([p.detach().isfinite().all() for p in self.params]).all()
+        tr_loss, tr_acc, va_loss, va_acc, weights_ok = torch.stack(
+            [tr_loss, tr_acc.float(), va_loss, va_acc.float(), weights_ok.float()]
+        ).tolist()  # the epoch's one sync
         h = self.history
+        if not (math.isfinite(tr_loss) and weights_ok):
+            h.diverged, h.diverged_epoch = True, self.epoch_no
+            h.diverged_reason = (f"train loss {tr_loss}" if not math.isfinite(tr_loss)
+                                 else "non-finite weights")
+            tr_loss = tr_acc = va_loss = va_acc = None  # a diverged epoch has no metrics
+        elif self.probe is not None:
+            self.probe.measure(self.mlp, self.epoch_no)
+        dt = time.perf_counter() - t0
         for key, v in (("stage", self.stage_no), ("train_loss", tr_loss), ("train_acc", tr_acc),
                        ("val_loss", va_loss), ("val_acc", va_acc), ("epoch_time", dt)):
             getattr(h, key).append(v)
         return {"epoch": self.epoch_no, "total": self.cfg.total_epochs, "stage": self.stage_no,
                 "n_stages": self.cfg.n_stages,
                 "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss,
-                "val_acc": va_acc, "time_s": dt}
+                "val_acc": va_acc, "time_s": dt, "diverged": h.diverged_reason}
 
     def finish(self) -> History:
         """Test accuracy of the whole network, diagnostics into the history; returns it."""
         if self.stage_no != self.cfg.n_stages:  # stopped before the final stage: use full net
             self._start_stage(self.cfg.n_stages)
-        loss, acc = self.evaluate(self.s.test_x, self.s.test_y, net=self.mlp)
         h = self.history
-        h.test_loss, h.test_acc = loss.item(), acc.item()
+        if not h.diverged:  # a diverged net has no test accuracy: its metrics stay null
+            loss, acc = self.evaluate(self.s.test_x, self.s.test_y, net=self.mlp)
+            h.test_loss, h.test_acc = loss.item(), acc.item()
         if self.probe is not None:
             h.diagnostics = self.probe.points
             h.grad_ratio_init = grad_ratio(self.probe.points["grad_norm"][0])
-            h.grad_ratio_final = grad_ratio(self.probe.points["grad_norm"][-1])
+            if not h.diverged:
+                h.grad_ratio_final = grad_ratio(self.probe.points["grad_norm"][-1])
         return h
 
 
-def train(cfg: Config, splits: Splits, name: str = "custom", on_epoch=None) -> History:
-    """Run every epoch of cfg on splits; on_epoch(record) is called after each."""
-    run = Run(cfg, splits, name)
+def train(cfg: Config, splits: Splits, name: str = "custom", on_epoch=None,
+          parts: M.Parts = M.DEFAULT_PARTS) -> History:
+    """Run every epoch of cfg on splits (stopping early if it diverges); on_epoch(record)
+    is called after each."""
+    run = Run(cfg, splits, name, parts)
     while not run.done:
         record = run.step()
         if on_epoch is not None:
@@ -227,6 +303,12 @@ def train(cfg: Config, splits: Splits, name: str = "custom", on_epoch=None) -> H
 def format_epoch(r: dict) -> str:
     """The course project's per-epoch line."""
     stage = f" stage {r['stage']}/{r['n_stages']}" if r["n_stages"] > 1 else ""
-    return (f"EPOCH {r['epoch']}/{r['total']}{stage} train_loss {r['train_loss']:.4f} "
-            f"train_acc {r['train_acc']:.4f} val_loss {r['val_loss']:.4f} "
-            f"val_acc {r['val_acc']:.4f} ({r['time_s']:.2f}s)")
+    if r.get("diverged"):
+        return (f"EPOCH {r['epoch']}/{r['total']}{stage} diverged ({r['diverged']}); "
+                "training stopped")
+
+    def f(key):
+        return f"{r[key]:.4f}" if r[key] is not None else "null"
+    return (f"EPOCH {r['epoch']}/{r['total']}{stage} train_loss {f('train_loss')} "
+            f"train_acc {f('train_acc')} val_loss {f('val_loss')} "
+            f"val_acc {f('val_acc')} ({r['time_s']:.2f}s)")
