@@ -10,8 +10,16 @@ import pytest
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["-p", "no:cacheprovider", "--vg-budget", "quick", "--vg-epochs", "1",
-        "--vg-limit", "512", "--vg-remedy", "baseline", "--vg-seeds", "2", "--vg-no-figures"]
+
+
+def tiny(remedy: str = "baseline", seeds: int = 2) -> list[str]:
+    """Options for a tiny session: one epoch on 512 samples per split, no figures."""
+    return ["-p", "no:cacheprovider", "--vg-budget", "quick", "--vg-epochs", "1",
+            "--vg-limit", "512", "--vg-remedy", remedy, "--vg-seeds", str(seeds),
+            "--vg-no-figures"]
+
+
+TINY = tiny()
 
 
 def summary_row(out: str, remedy: str) -> str:
@@ -117,3 +125,101 @@ def test_benchmark_autosave_and_compare_under_xdist(suite):
     res.assert_outcomes(passed=1)
     assert "Comparing against benchmarks from" in res.stdout.str() + res.stderr.str()
     assert "NOW" in res.stdout.str()  # the table shows the saved run beside this one
+
+
+INTERRUPT_THIRD = '''
+import pytest
+
+seen = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    seen.append(item.nodeid)
+    if len(seen) == 3:
+        raise KeyboardInterrupt
+'''
+
+
+def _conftest_with(suite, extra: str) -> None:
+    suite.makeconftest((ROOT / "conftest.py").read_text() + "\n" + extra)
+
+
+def test_an_interrupted_session_still_writes_the_summary(suite):
+    _conftest_with(suite, INTERRUPT_THIRD)
+    res = suite.runpytest_subprocess(*TINY, "--vg-seeds", "4", "--vg-out", "out",
+                                     "--vg-save", "ref.json")
+    assert res.ret == pytest.ExitCode.INTERRUPTED
+    out = res.stdout.str()
+    assert "vgbench summary" in out and "INCOMPLETE: 2 case(s) missing" in out
+    summary = json.loads((suite.path / "out" / "summary.json").read_text())
+    assert summary["complete"] is False
+    assert summary["missing"] == ["baseline-seed44", "baseline-seed45"]
+    assert summary["rows"][0]["seeds"] == [42, 43]  # what finished is kept
+    assert "--vg-save: RuntimeError: refused: 2 case(s) produced no result" in out
+    assert not (suite.path / "ref.json").exists()
+
+
+def test_an_error_while_saving_keeps_the_table_and_fails_the_session(suite):
+    _conftest_with(suite, "import vgbench.reference as r\n"
+                          "def boom(*a, **k):\n    raise OSError('disk full')\n"
+                          "r.save = boom\n")
+    res = suite.runpytest_subprocess(*TINY, "--vg-seeds", "1", "--vg-out", "out",
+                                     "--vg-save", "ref.json")
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    out = res.stdout.str()
+    assert "vgbench summary" in out and "vgbench: error: --vg-save: OSError: disk full" in out
+    assert "Traceback" not in out
+    assert json.loads((suite.path / "out" / "summary.json").read_text())["complete"] is True
+
+
+def test_a_corrupt_reference_is_a_usage_error_before_training(suite):
+    ref = {"format": "vgbench-reference/1", "budgets": {"quick": {
+        "epochs_override": 1, "limit": 512, "remedies": {"baseline": {
+            "epochs": 1, "grad_ratio_init": {"values": {"42": 0}, "tol_log10": 0.5}}}}}}
+    (suite.path / "ref.json").write_text(json.dumps(ref))
+    res = suite.runpytest_subprocess(*TINY, "--vg-compare", "ref.json", "--vg-out", "out")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    err = res.stderr.str()
+    assert ("budgets.quick.remedies.baseline.grad_ratio_init.values.42: 0 is not positive"
+            in err)
+    assert not (suite.path / "out").exists()  # nothing trained
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--vg-epochs", "-1"], "argument --vg-epochs: must be >= 0, got -1"),
+    (["--vg-threads", "0"], "argument --vg-threads: must be >= 1, got 0"),
+    (["--vg-limit", "0"], "argument --vg-limit: must be >= 1, got 0"),
+    (["--vg-limit", "100"], "--vg-limit 100 is below baseline's batch size 512"),
+    (["--vg-seeds", "0"], "argument --vg-seeds: must be >= 1, got 0"),
+    (["--vg-target", "1.5"], "argument --vg-target: must be in (0, 1], got 1.5"),
+    (["--vg-target", "0"], "argument --vg-target: must be in (0, 1], got 0"),
+    (["--vg-depth", "3,0"], "argument --vg-depth: must be >= 1, got 0"),
+    (["--vg-out", "afile"], "--vg-out afile is a file, not a folder"),
+    (["--vg-save", "."], "--vg-save . is a folder; name a file"),
+])
+def test_bad_numbers_and_paths_are_usage_errors(suite, args, match):
+    (suite.path / "afile").write_text("x")
+    res = suite.runpytest_subprocess("--vg-remedy", "baseline", *args)
+    assert res.ret == pytest.ExitCode.USAGE_ERROR, res.stdout.str()
+    assert match in res.stderr.str()
+
+
+def test_save_merges_and_compare_wants_every_case(suite):
+    base = [*TINY, "--vg-seeds", "1"]
+    suite.runpytest_subprocess(*base, "--vg-save", "ref.json").assert_outcomes(passed=1)
+    # a second session with another seed merges into the same budget section
+    suite.runpytest_subprocess(*tiny(seeds=2), "--vg-save", "ref.json")
+    ref = json.loads((suite.path / "ref.json").read_text())
+    entry = ref["budgets"]["quick"]["remedies"]["baseline"]
+    assert sorted(entry["test_acc"]["values"]) == ["42", "43"]
+    assert set(entry["env"]["42"]) >= {"torch", "threads", "device", "cpu", "platform"}
+    # same seed, same machine: the comparison is exact
+    res = suite.runpytest_subprocess(*base, "--vg-compare", "ref.json")
+    assert res.ret == 0 and "ok (exact)" in res.stdout.str()
+    # a case the reference lacks fails, unless allowed
+    args = [*tiny("relu", 1), "--vg-compare", "ref.json"]
+    res = suite.runpytest_subprocess(*args)
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    assert "no reference for relu" in res.stdout.str()
+    assert suite.runpytest_subprocess(*args, "--vg-allow-new").ret == 0

@@ -116,12 +116,20 @@ def _cache_lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _download(tried: str) -> dict[str, Path]:
+def _signature(paths: dict[str, Path] | None) -> dict | None:
+    if not paths:
+        return None
+    return {k: (p, p.stat().st_mtime_ns, p.stat().st_size) for k, p in paths.items()}
+
+
+def _download(tried: str, broken: dict | None = None) -> dict[str, Path]:
     """torchvision's download into the cache, under the cache lock; found files or
-    DataError. Broken files already in the cache are moved aside (NAME.corrupt) first."""
+    DataError. `broken`: the signature of cache files found broken, which are moved aside
+    (NAME.corrupt) before downloading again, unless another process replaced them while
+    this one waited for the lock."""
     with _cache_lock():
         found = _complete(cache_dir())
-        if found and _readable(found):  # another process filled it while we waited
+        if found and _signature(found) != broken:  # filled (again) while we waited
             return found
         for path in (found or {}).values():
             path.replace(path.with_name(path.name + ".corrupt"))
@@ -137,14 +145,6 @@ def _download(tried: str) -> dict[str, Path]:
             if found:
                 return found
     raise DataError(f"Fashion-MNIST not found ({tried}). Ways to get it:\n{HOW_TO_GET}")
-
-
-def _readable(paths: dict[str, Path]) -> bool:
-    try:
-        validate({key: read_idx(p) for key, p in paths.items()})
-    except DataError:
-        return False
-    return True
 
 
 def locate(data_dir: str | os.PathLike | None = None, download: bool = True) -> dict[str, Path]:
@@ -263,7 +263,7 @@ def read(data_dir: str | os.PathLike | None = None, download: bool = True,
     if named is not None:
         paths = locate(data_dir, download=False)
         return _read_all(paths, spec), str(paths["train_images"].parent)
-    tried = []
+    tried, broken = [], None
     for folder in (cache_dir(), DEBIAN_DIR):
         paths = _complete(folder)
         if not paths:
@@ -275,10 +275,12 @@ def read(data_dir: str | os.PathLike | None = None, download: bool = True,
             warnings.warn(f"skipping the Fashion-MNIST copy in {folder}: {exc}; trying the "
                           "next source", DataWarning, stacklevel=2)
             tried.append(f"{folder} broken ({exc})")
+            if folder == cache_dir():
+                broken = _signature(paths)
     if not download:
         raise DataError(f"Fashion-MNIST not found ({'; '.join(tried)}; download disabled). "
                         f"Ways to get it:\n{HOW_TO_GET}")
-    paths = _download("; ".join(tried))
+    paths = _download("; ".join(tried), broken)
     return _read_all(paths, spec), str(paths["train_images"].parent)
 
 

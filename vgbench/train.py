@@ -214,6 +214,7 @@ class Run:
                 M.init_weights(head, cfg, self.parts)
             for i, layer in enumerate(self.mlp.hidden):
                 layer.requires_grad_(lo <= i < hi)
+            self.mlp.out.requires_grad_(False)  # unused until the last stage
             self.net = M.Stage(self.mlp, hi, head.to(self.device))
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = M.make_optimizer(self.params, cfg, self.parts)
