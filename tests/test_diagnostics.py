@@ -8,6 +8,8 @@ import torch
 
 from tests.test_train import tiny_splits, without_times
 from vgbench import registry, train
+from vgbench.config import Config
+from vgbench.model import build
 from vgbench.diagnostics import HIDDEN_METRICS, LAYER_METRICS, saturation
 
 
@@ -24,7 +26,8 @@ def test_probing_leaves_training_bit_identical(name):
     on = train.train(cfg, tiny_splits(), name)
     off = train.train(replace(cfg, diagnostics=False), tiny_splits(), name)
     d_on, d_off = without_times(on), without_times(off)
-    for key in ("diagnostics", "grad_ratio_init", "grad_ratio_final", "config"):
+    for key in ("diagnostics", "grad_ratio_init", "grad_ratio_final", "config", "init_profile",
+                "theory"):
         d_on.pop(key), d_off.pop(key)
     assert d_on == d_off
     assert on.diagnostics is not None and off.diagnostics is None
@@ -75,3 +78,20 @@ def test_baseline_gradients_vanish_toward_the_input(real_data, seed):
 def test_remedies_keep_the_first_layer_alive(real_splits, name):
     g = init_grad_norms(name, real_splits)
     assert g[0] / g[-1] > 1e-2
+
+
+def test_per_example_rms_equals_explicit_per_example_gradients():
+    """||delta_i|| ||a_i|| is example i's own weight-gradient norm (no batch coupling)."""
+    from vgbench.diagnostics import layer_gradients
+
+    torch.manual_seed(0)
+    net = build(Config(n_layer=3, width=16)).double()
+    x, y = torch.rand(8, 784, dtype=torch.float64), torch.randint(0, 10, (8,))
+    _, rms = layer_gradients(net, x, y)
+    per_example = []
+    for i in range(8):
+        loss = torch.nn.functional.cross_entropy(net(x[i:i + 1]), y[i:i + 1])
+        grads = torch.autograd.grad(loss, [lin.weight for lin in net.linears()])
+        per_example.append([g.norm() for g in grads])
+    explicit = torch.tensor(per_example).square().mean(0).sqrt()
+    torch.testing.assert_close(torch.stack(rms), explicit, rtol=1e-10, atol=0)

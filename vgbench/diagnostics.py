@@ -7,6 +7,8 @@ nothing here draws from any random generator.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,8 +20,11 @@ SMALL_W = 1e-3
 SIGMOID_LOW, SIGMOID_HIGH = 0.05, 0.95
 """A sigmoid output outside (0.05, 0.95) counts as saturated (derivative < 0.048)."""
 
-LAYER_METRICS = ("grad_norm", "weight_change", "w_abs_mean", "w_std", "w_small_frac")
-"""Per-Linear-layer metrics (input layer first, output layer last)."""
+LAYER_METRICS = ("grad_norm", "grad_rms", "weight_change", "w_abs_mean", "w_std",
+                 "w_small_frac")
+"""Per-Linear-layer metrics (input layer first, output layer last). grad_norm: the norm
+of the batch-mean weight gradient (what the optimizer sees); grad_rms: the RMS over the
+probe's examples of each example's own weight-gradient norm (what mean field predicts)."""
 HIDDEN_METRICS = ("saturation",)
 """Per-hidden-layer metrics."""
 
@@ -38,6 +43,42 @@ def _bn_buffers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if isinstance(m, nn.modules.batchnorm._BatchNorm)
         for buf in m.buffers()
     ]
+
+
+def layer_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor, acts: list | None = None):
+    """(weight gradients, per-example RMS gradient norms) of every Linear for the mean
+    cross-entropy on (x, y), in train mode as the model is. Example i's own weight gradient
+    in a Linear is the rank-one delta_i a_i^T (delta_i = dloss_i/doutput_i, a_i the input),
+    so its norm is ||delta_i|| ||a_i||: no per-example gradient tensors are formed. (Under
+    BatchNorm and the batch-wide normalizations the examples are coupled; this is then each
+    example's term of the batch gradient, times the batch size.)"""
+    linears = model.linears()
+    seen: dict[nn.Linear, tuple] = {}
+
+    def keep(module, inputs, output):
+        seen[module] = (inputs[0], output)
+
+    hooks = [lin.register_forward_hook(keep) for lin in linears]
+    try:
+        logits = model.out(model.features(x, acts=acts))
+    finally:
+        for h in hooks:
+            h.remove()
+    loss = F.cross_entropy(logits, y)
+    outs = [seen[lin][1] for lin in linears]
+    grads = torch.autograd.grad(loss, [lin.weight for lin in linears] + outs,
+                                allow_unused=True)
+    weight_grads, out_grads = grads[:len(linears)], grads[len(linears):]
+    rms = []
+    for lin, g in zip(linears, out_grads):
+        a = seen[lin][0]
+        if g is None:
+            rms.append(a.new_zeros(()))
+            continue
+        # the loss is a mean over the batch: example i's own gradient is len(x) times its term
+        per_example = g.norm(dim=1) * a.norm(dim=1) * len(x)
+        rms.append(per_example.square().mean().sqrt())
+    return weight_grads, rms
 
 
 class Probe:
@@ -61,9 +102,7 @@ class Probe:
         with torch.enable_grad():
             for w in weights:
                 w.requires_grad_(True)
-            logits = model.out(model.features(self.x, acts=acts))
-            loss = F.cross_entropy(logits, self.y)
-            grads = torch.autograd.grad(loss, weights, allow_unused=True)
+            grads, rms = layer_gradients(model, self.x, self.y, acts)
         for w, flag in zip(weights, flags):
             w.requires_grad_(flag)
         with torch.no_grad():
@@ -71,10 +110,11 @@ class Probe:
                 buf.copy_(copy)
             model.train(was_training)
             rows = []
-            for w, g, w0 in zip(weights, grads, self.w0):
+            for w, g, r, w0 in zip(weights, grads, rms, self.w0):
                 a = w.detach().abs()
                 rows.append(torch.stack([
                     g.norm() if g is not None else a.new_zeros(()),
+                    r.detach(),
                     (w - w0).norm() / w0.norm(),
                     a.mean(),
                     w.std(),
@@ -86,6 +126,21 @@ class Probe:
         for key, values in zip(LAYER_METRICS, layer):
             self.points[key].append(values)
         self.points["saturation"].append(sat)
+
+
+def init_profile(model: MLP, x: torch.Tensor, y: torch.Tensor,
+                 dtype: torch.dtype = torch.float64) -> dict:
+    """Per-Linear gradient norms at init (batch-mean grad_norm and per-example grad_rms) of
+    a copy of model in dtype: float64 keeps deep sigmoid nets' first-layer gradients, which
+    fall below float32's range near 40 layers. The model itself is left untouched."""
+    twin = copy.deepcopy(model).to(dtype).train()
+    for p in twin.parameters():
+        p.requires_grad_(True)
+    with torch.enable_grad():
+        grads, rms = layer_gradients(twin, x.to(dtype), y)
+    return {"dtype": str(dtype).removeprefix("torch."),
+            "grad_norm": [g.norm().item() for g in grads],
+            "grad_rms": [r.item() for r in rms]}
 
 
 def grad_ratio(grad_norms: list[float]) -> float:

@@ -388,6 +388,20 @@ def depth_table(rows: list[dict], fmt: str = "simple") -> str:
     return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
+def write_depth_figures(records: list[dict], out: str | Path,
+                        level: float = registry.TRAINABLE_ACC) -> list[Path]:
+    """For a depth sweep: depth_profiles.png (gradient profile at init, measured and
+    predicted, per remedy and depth) and depth_sweep.png (accuracy and R vs depth)."""
+    from vgbench import plots
+
+    swept = [r for r in records if r.get("swept")]
+    if len({r["depth"] for r in swept}) < 2:
+        return []
+    out = Path(out)
+    return [plots.depth_profiles(swept, out / "depth_profiles.png"),
+            plots.depth_sweep(swept, level, out / "depth_sweep.png")]
+
+
 def write_summary(rows: list[dict], out: str | Path, header: str = "",
                   image: bool = True, status: dict | None = None,
                   depth: list[dict] | None = None) -> list[Path]:

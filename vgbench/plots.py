@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a screen
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from vgbench import files  # noqa: E402
 from vgbench.train import History  # noqa: E402
@@ -64,10 +65,23 @@ def _draw_flow(ax, h: History, points: list[int]) -> None:
     ax.legend(fontsize="small")
 
 
+def _draw_theory(ax, h: History) -> None:
+    """At init: the per-example RMS gradient norms (float64) and mean field's line."""
+    names = _layer_names(len(h.diagnostics["grad_norm"][0]))
+    if h.init_profile:
+        ax.semilogy(names, _nan(h.init_profile["grad_rms"]), "kx", ms=7,
+                    label="init, per-example RMS")
+    if h.theory and h.theory.get("grad_rms"):
+        ax.semilogy(names, h.theory["grad_rms"], "k--", lw=1, label="mean-field prediction")
+
+
 def gradient_flow(h: History, path: str | Path) -> Path:
-    """Per-layer gradient norm (log scale) at init, a few epochs between, and at the end."""
+    """Per-layer gradient norm (log scale) at init, a few epochs between, and at the end;
+    at init also the per-example RMS norms and the mean-field prediction."""
     fig, ax = plt.subplots(figsize=(8, 5))
     _draw_flow(ax, h, _snapshots(h))
+    _draw_theory(ax, h)
+    ax.legend(fontsize="small")
     return _save(fig, path)
 
 
@@ -105,6 +119,91 @@ def compare(histories: list[History], path: str | Path) -> Path:
     for ax, h in zip(flows, with_diag):
         last = len(h.diagnostics["epoch"]) - 1
         _draw_flow(ax, h, [0, last])
+    return _save(fig, path)
+
+
+def _profile(record: dict) -> tuple[list, list | None]:
+    """(measured per-example RMS at init, predicted or None) from a record's history."""
+    h = History.from_json(record["history_json"])
+    measured = h.init_profile["grad_rms"] if h.init_profile else []
+    return measured, (h.theory or {}).get("grad_rms")
+
+
+def depth_profiles(records: list[dict], path: str | Path) -> Path:
+    """Per remedy one panel: log gradient norm vs layer at init, measured (dots: per-example
+    RMS, float64, seed mean) and predicted by mean field (line), each depth its color."""
+    names = list(dict.fromkeys(r["remedy"] for r in records))
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
+    depths = sorted({r["depth"] for r in records})
+    colors = {d: plt.cm.viridis(i / max(1, len(depths) - 1)) for i, d in enumerate(depths)}
+    for ax, name in zip(axes.flat, names):
+        for d in depths:
+            rs = [r for r in records if r["remedy"] == name and r["depth"] == d]
+            if not rs:
+                continue
+            profiles = [_profile(r) for r in rs]
+            measured = [p[0] for p in profiles if p[0]]
+            if measured:
+                geo = 10 ** np.mean([np.log10(_nan(m)) for m in measured], axis=0)
+                ax.semilogy(range(1, len(geo) + 1), geo, "o", ms=3, color=colors[d],
+                            label=f"depth {d}")
+            if profiles[0][1]:
+                ax.semilogy(range(1, len(profiles[0][1]) + 1), profiles[0][1], "-", lw=1,
+                            color=colors[d])
+        ax.set(title=name, xlabel="Linear layer (input -> output)",
+               ylabel="weight-gradient norm at init")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize="x-small")
+    fig.suptitle("gradient profile at init: measured (dots), mean field (lines)")
+    return _save(fig, path)
+
+
+def depth_sweep(records: list[dict], level: float, path: str | Path) -> Path:
+    """Left: test accuracy vs depth per remedy (seed mean, min-max bars) and the trainable
+    level; right: R (first/output per-example RMS at init) vs depth, measured (dots) and
+    predicted (line)."""
+    fig, (acc_ax, r_ax) = plt.subplots(1, 2, figsize=(13, 5))
+    names = list(dict.fromkeys(r["remedy"] for r in records))
+    for i, name in enumerate(names):
+        color = plt.cm.tab20(i % 20)
+        rs = [r for r in records if r["remedy"] == name]
+        depths = sorted({r["depth"] for r in rs})
+        accs = [[r["metrics"]["test_acc"] for r in rs if r["depth"] == d
+                 and r["metrics"]["test_acc"] is not None] for d in depths]
+        ok = [(d, a) for d, a in zip(depths, accs) if a]
+        if ok:
+            mean = [np.mean(a) for _, a in ok]
+            err = [[m - min(a) for m, (_, a) in zip(mean, ok)],
+                   [max(a) - m for m, (_, a) in zip(mean, ok)]]
+            acc_ax.errorbar([d for d, _ in ok], mean, yerr=err, marker="o", color=color,
+                            label=name, capsize=2)
+        measured, predicted = [], []
+        for d in depths:
+            at = [_profile(r) for r in rs if r["depth"] == d]
+            ratios = [m[0] / m[-1] for m, _ in at if m and m[-1] > 0]
+            if ratios:
+                measured.append((d, 10 ** np.mean(np.log10(ratios))))
+            if at and at[0][1]:
+                predicted.append((d, at[0][1][0] / at[0][1][-1]))
+        if measured:
+            r_ax.semilogy(*zip(*measured), "o", color=color, label=name)
+        if predicted:
+            r_ax.semilogy(*zip(*predicted), "-", color=color, lw=1)
+    acc_ax.axhline(level, color="gray", ls=":", lw=1)
+    acc_ax.axhline(0.1, color="gray", ls="--", lw=1)
+    acc_ax.set(xscale="log", xlabel="depth (hidden layers)", ylabel="test accuracy",
+               title=f"accuracy vs depth (dotted: trainable level {level:g}, dashed: chance)")
+    r_ax.set(xscale="log", xlabel="depth (hidden layers)",
+             ylabel="R = first / output gradient norm at init",
+             title="R vs depth: measured (dots), mean field (lines)")
+    for ax in (acc_ax, r_ax):
+        ax.set_xticks(sorted({r["depth"] for r in records}))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    acc_ax.legend(fontsize="x-small", ncol=2)
     return _save(fig, path)
 
 

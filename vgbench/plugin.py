@@ -378,6 +378,9 @@ class _Controller:
         self._attempt("summary", lambda: self.paths.extend(harness.write_summary(
             self.rows, settings.out, self.header(), image=settings.figures,
             status=self.status, depth=self.depth)))
+        if self.depth and settings.figures:
+            self._attempt("depth figures", lambda: self.paths.extend(
+                harness.write_depth_figures(records, settings.out)))
         failed = self.errors or (self.comparison is not None and self.comparison.failed)
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

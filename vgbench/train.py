@@ -21,7 +21,8 @@ from vgbench import files
 from vgbench import model as M
 from vgbench.config import Config
 from vgbench.data import Splits
-from vgbench.diagnostics import Probe, grad_ratio, probe_batch
+from vgbench import theory
+from vgbench.diagnostics import Probe, grad_ratio, init_profile, probe_batch
 
 
 def _generator(seed: int, stream: str) -> torch.Generator:
@@ -137,6 +138,12 @@ class History:
     """torch version, threads, device, platform: bit-identity holds only for equal ones."""
     parts: dict = field(default_factory=dict)
     """The remedy's own code (see model.Parts), as 'module.qualname' labels."""
+    init_profile: dict | None = None
+    """At init, in float64 on the probe batch: per-Linear grad_norm (batch mean) and
+    grad_rms (per example); see diagnostics.init_profile."""
+    theory: dict | None = None
+    """The mean-field prediction for the same batch (theory.Prediction.to_dict()), or
+    {'applies': False, 'why': ...} where mean field does not describe the network."""
 
     def to_json(self, path: str | Path | None = None) -> str:
         """Serialize as strict JSON (non-finite values become null); write atomically to
@@ -193,6 +200,11 @@ class Run:
                                _generator(cfg.seed, "probe"))
             self.probe = Probe(self.mlp, x, y)
             self.probe.measure(self.mlp, 0)
+            self.history.init_profile = init_profile(self.mlp, x, y)
+            try:
+                self.history.theory = theory.predict(cfg, x, parts).to_dict()
+            except theory.NotApplicable as exc:
+                self.history.theory = {"applies": False, "why": str(exc)}
         self.epoch_no = 0
         self.stage_no = 0
         self._start_stage(1)
