@@ -6,7 +6,7 @@ every remedy, depth and check of the budget, prints the observed values over see
 threshold and the worst value. Use it when re-deriving thresholds after a change:
 
     for s in 42 43 44; do python -m vgbench run relu --seed $s --epochs 5 --out runs/q; done
-    python benchmarks/thresholds.py runs/q --budget quick
+    python benchmarks/thresholds.py runs/q --budget quick   # several folders may be given
 
 With --save-reference FILE it also writes those runs as the budget's section of a
 reference file for --vg-compare (the runs must be at the budget's own epochs).
@@ -41,7 +41,8 @@ def _split_key(key: str) -> tuple[str, int | None]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder", type=Path)
+    p.add_argument("folder", type=Path, nargs="+",
+                   help="run folders (grad_gain_init needs the baseline's runs among them)")
     p.add_argument("--budget", choices=list(harness.BUDGETS), default="full")
     p.add_argument("--remedies", action="append", metavar="FILE",
                    help="also load the remedies of this file (its REMEDIES)")
@@ -50,9 +51,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     for path in args.remedies or []:
         registry.register(registry.load_file(path), path)
-    runs = load_runs(args.folder)
+    runs = {k: h for folder in args.folder for k, h in load_runs(folder).items()}
     if not runs:
-        print(f"no NAME-seedS/history.json under {args.folder}", file=sys.stderr)
+        print(f"no NAME-seedS/history.json under {' '.join(map(str, args.folder))}",
+              file=sys.stderr)
         return 2
     metrics = {}
     for (key, seed), h in runs.items():
