@@ -7,6 +7,7 @@ import torch
 
 from tests.conftest import load_or_skip
 from vgbench import data, registry, train
+from vgbench import model as M
 
 pytestmark = [
     pytest.mark.vgbench_gpu,
@@ -41,3 +42,55 @@ def test_same_init_on_cpu_and_gpu(cuda_data):
     gpu = train.Run(cfg, data.split(cuda_data, 42, limit=512), "relu")
     torch.testing.assert_close(gpu.mlp.hidden[0].linear.weight.cpu(),
                                cpu.mlp.hidden[0].linear.weight)
+
+
+@pytest.mark.parametrize("name", ["baseline", "adam", "batchnorm", "gradnorm", "clip_std10"])
+def test_cuda_graph_equals_eager(cuda_data, name):
+    """The captured step trains like the eager one (CUDA rounding aside)."""
+    cfg = replace(registry.get(name).config, epochs=2, limit=4096)
+    splits = data.split(cuda_data, 42, limit=4096)
+    graphed = train.train(cfg, splits, name)
+    eager = train.train(replace(cfg, cuda_graph=False), splits, name)
+    assert graphed.cuda_graph == "captured" and eager.cuda_graph is None
+    torch.testing.assert_close(torch.tensor(graphed.train_loss), torch.tensor(eager.train_loss),
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_layerwise_recaptures_each_stage(cuda_data):
+    cfg = replace(registry.get("layerwise").config, epochs=1, limit=4096)
+    h = train.train(cfg, data.split(cuda_data, 42, limit=4096), "layerwise")
+    assert h.cuda_graph == "captured" and len(h.train_loss) == 4
+
+
+class SyncingSigmoid(torch.nn.Module):
+    """A user's activation that asks the host for a number: CUDA graphs cannot hold it."""
+
+    def forward(self, x):
+        if x.abs().max().item() > 1e9:
+            raise ValueError("never")
+        return torch.sigmoid(x)
+
+
+def test_capture_failure_falls_back_to_eager(cuda_data):
+    cfg = replace(registry.get("baseline").config, epochs=1, limit=4096)
+    parts = M.Parts(activation=SyncingSigmoid)
+    splits = data.split(cuda_data, 42, limit=4096)
+    h = train.train(cfg, splits, "syncing", parts=parts)
+    assert h.cuda_graph.startswith("eager (capture failed: ")
+    eager = train.train(replace(cfg, cuda_graph=False), splits, "syncing", parts=parts)
+    torch.testing.assert_close(torch.tensor(h.train_loss), torch.tensor(eager.train_loss),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_batched_seeds_on_cuda(cuda_data):
+    from vgbench import batched
+
+    cfg = replace(registry.get("relu").config, epochs=2, limit=4096)
+    splits = {s: data.split(cuda_data, s, limit=4096) for s in (42, 43)}
+    run = batched.BatchedRun(cfg, splits, "relu")
+    while not run.done:
+        run.step()
+    for seed, h in zip((42, 43), run.finish()):
+        alone = train.train(replace(cfg, seed=seed), splits[seed], "relu")
+        torch.testing.assert_close(torch.tensor(h.train_loss), torch.tensor(alone.train_loss),
+                                   rtol=1e-3, atol=1e-4)

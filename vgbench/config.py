@@ -75,6 +75,9 @@ class Config:
     """Fraction of the 60,000 training images held out for validation."""
     limit: int | None = None
     """Cap every split at this many samples (smoke tests only; None = full data)."""
+    cuda_graph: bool = True
+    """On CUDA, capture the training step in a CUDA graph and replay it (see
+    train.StepGraph); ignored on the CPU."""
     diagnostics: bool = True
     """Probe per-layer gradients and weights at init and after every epoch."""
     probe_size: int = 512

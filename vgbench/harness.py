@@ -76,6 +76,10 @@ class Settings:
     """Which built-in remedies run: 'course', 'literature' or 'all' (user ones always)."""
     depths: tuple[int, ...] = ()
     """Depths to sweep (empty: each remedy at its own; the sweep budget: SWEEP_DEPTHS)."""
+    batch_seeds: str = "auto"
+    """'on': train a remedy's seeds as one batched model (vgbench.batched) where it can;
+    'off': one by one; 'auto': on for CUDA with several seeds (CPU stays bit-identical to
+    the reference, which batched matrix multiplies are not)."""
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
@@ -86,6 +90,9 @@ class Settings:
             raise ValueError(f"--vg-seeds must be >= 1, got {self.n_seeds}")
         if self.epochs is not None and self.epochs < 0:
             raise ValueError(f"--vg-epochs must be >= 0, got {self.epochs}")
+        if self.batch_seeds not in ("auto", "on", "off"):
+            raise ValueError(f"--vg-batch-seeds must be auto, on or off, got "
+                             f"{self.batch_seeds!r}")
         if not 0 < self.target <= 1:
             raise ValueError(f"--vg-target must be in (0, 1], got {self.target}")
         for d in self.depths:
@@ -126,6 +133,16 @@ class Settings:
         """Every case of the session: registry order, then depth, then seed."""
         depths = self.sweep_depths or (None,)
         return [Case(n, s, d) for n in self.names for d in depths for s in self.seeds]
+
+    def batched(self, remedy: registry.Remedy, cfg) -> bool:
+        """Whether this remedy's seeds train as one batched model this session."""
+        if self.n_seeds < 2 or self.batch_seeds == "off":
+            return False
+        if self.batch_seeds == "auto" and train.resolve_device(self.device).type != "cuda":
+            return False
+        from vgbench import batched
+
+        return batched.unsupported(cfg, remedy.parts) is None
 
     def config(self, remedy: registry.Remedy, seed: int, depth: int | None = None):
         """The remedy's config at this budget, seed and depth."""
@@ -176,16 +193,12 @@ def run_case(case: Case, settings: Settings, epoch_driver=None) -> dict:
     device = train.resolve_device(settings.device)
     ds = data.load_cached(settings.data_dir, device=device)
     splits = data.split(ds, case.seed, cfg.val_fraction, cfg.limit)
-    run = train.Run(cfg, splits, case.key, remedy.parts)
-    if epoch_driver is None:
-        while not run.done:
-            run.step()
+    if settings.batched(remedy, cfg):
+        h = _batched_history(case, settings, remedy, ds, epoch_driver)
     else:
-        epoch_driver(run)
-    if not run.done:
-        raise RuntimeError(f"epoch driver stopped {case.id} after {run.epoch_no} of "
-                           f"{cfg.total_epochs} epochs")
-    h = run.finish()
+        run = train.Run(cfg, splits, case.key, remedy.parts)
+        _drive(run, epoch_driver, case)
+        h = run.finish()
     base = (baseline_ratio_init(splits, case.seed, cfg.probe_size, cfg.n_layer)
             if cfg.diagnostics else None)
     m = expect.metrics(h, base)
@@ -204,7 +217,42 @@ def run_case(case: Case, settings: Settings, epoch_driver=None) -> dict:
         "target": settings.target, "history": str(out / "history.json"),
         "history_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "history_json": text, "torch_threads": torch.get_num_threads(), "env": h.env,
+        "batched_with": h.batched_with,
     }
+
+
+def _drive(run, epoch_driver, case: Case) -> None:
+    if epoch_driver is None:
+        while not run.done:
+            run.step()
+    else:
+        epoch_driver(run)
+    if not run.done:
+        raise RuntimeError(f"epoch driver stopped {case.id} after {run.epoch_no} of "
+                           f"{run.cfg.total_epochs} epochs")
+
+
+_BATCHES: dict[tuple, dict[int, train.History]] = {}
+"""Histories of seeds trained in a batch, waiting for their own case (in this process)."""
+
+
+def _batched_history(case: Case, settings: Settings, remedy, ds, epoch_driver):
+    """This seed's history from a batch of all the session's seeds: the first case of a
+    (remedy, depth) trains them all (timed by its driver), the others take their result."""
+    key = (case.remedy, case.depth, settings.budget, settings.epochs, settings.limit)
+    if key not in _BATCHES:
+        from vgbench import batched
+
+        cfg = settings.config(remedy, case.seed, case.depth)
+        splits = {s: data.split(ds, s, cfg.val_fraction, cfg.limit) for s in settings.seeds}
+        run = batched.BatchedRun(cfg, splits, case.key, remedy.parts)
+        _drive(run, epoch_driver, case)
+        _BATCHES[key] = dict(zip(settings.seeds, run.finish()))
+    histories = _BATCHES[key]
+    h = histories.pop(case.seed)
+    if not histories:
+        del _BATCHES[key]
+    return h
 
 
 def write_case_files(out: Path, h: train.History, text: str, figures: bool) -> None:
@@ -309,6 +357,18 @@ def summarize(records: list[dict]) -> list[dict]:
                         "held" if not failures else f"FAILED ({len(failures)})"),
         })
     return rows
+
+
+def epoch_seconds(records: list[dict]) -> float:
+    """Every epoch time of these records summed; seeds trained as one batch counted once."""
+    seen, total = set(), 0.0
+    for r in records:
+        h_batch = r.get("batched_with")
+        key = (r["key"], tuple(h_batch)) if h_batch else (r["key"], r["seed"])
+        if key not in seen:
+            seen.add(key)
+            total += sum(r["epoch_time"])
+    return total
 
 
 def _geo(values) -> float | None:

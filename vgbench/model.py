@@ -16,9 +16,15 @@ GRADNORM_EPS = 1e-6
 
 
 class _GradNormFn(torch.autograd.Function):
+    generate_vmap_rule = True  # under vmap (batched seeds) the statistics stay per model
+
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
     @staticmethod
     def backward(ctx, g):
@@ -174,10 +180,13 @@ def build(cfg: Config, parts: Parts = DEFAULT_PARTS) -> MLP:
     return model
 
 
-def make_optimizer(params: list, cfg: Config, parts: Parts = DEFAULT_PARTS):
-    """The optimizer over params: the remedy's own factory, else cfg.optimizer at cfg.lr."""
+def make_optimizer(params: list, cfg: Config, parts: Parts = DEFAULT_PARTS,
+                   capturable: bool = False):
+    """The optimizer over params: the remedy's own factory, else cfg.optimizer at cfg.lr.
+    capturable: its step will run inside a CUDA graph (Adam keeps its step count on the
+    device then)."""
     if parts.optimizer is not None:
         return parts.optimizer(params, cfg)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr)
+        return torch.optim.Adam(params, lr=cfg.lr, capturable=capturable)
     return torch.optim.SGD(params, lr=cfg.lr)

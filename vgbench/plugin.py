@@ -11,6 +11,7 @@ test report; the controller adds them to pytest-benchmark's session, so its tabl
 from __future__ import annotations
 
 import os
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -66,6 +67,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--vg-threads", type=option_type(int, lo=1), default=None, metavar="N",
                 help="torch threads per process (default: each host's cores // its xdist "
                      "workers)")
+    g.addoption("--vg-batch-seeds", default="auto", choices=["auto", "on", "off"],
+                help="train a remedy's seeds as one batched model (default auto: on CUDA "
+                     "with --vg-seeds > 1; layerwise and user optimizers never batch)")
     g.addoption("--vg-compare", default=None, metavar="FILE",
                 help="fail cases that moved beyond the tolerances in this reference file")
     g.addoption("--vg-allow-new", action="store_true",
@@ -112,6 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
             data_dir=config.getoption("vg_data_dir"),
             figures=not config.getoption("vg_no_figures"), set=config.getoption("vg_set"),
             depths=tuple(d for ds in config.getoption("vg_depth") for d in ds),
+            batch_seeds=config.getoption("vg_batch_seeds"),
         )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -176,6 +181,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
         return 0 if case is None else -harness.case_cost(settings, case)
 
     items.sort(key=cost)  # stable: registry order among equals, other tests untouched
+    for item in items:  # a batch of seeds runs in one process (see pytest_xdist_make_scheduler)
+        case = _case(item)
+        if case is not None and settings.batched(registry.get(case.remedy), settings.config(
+                registry.get(case.remedy), case.seed, case.depth)):
+            item.add_marker(pytest.mark.xdist_group(case.key))
     controller = config.pluginmanager.get_plugin("vgbench-controller")
     if controller is not None:  # no xdist: this process collected the cases itself
         controller.expect(item.nodeid for item in items if _case(item) is not None)
@@ -184,6 +194,56 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
         # pytest-benchmark >= 5.3 would warn at exit that it was off under xdist; our
         # workers time the epochs and hand them over, so that warning would mislead
         bs.xdist_benchmark_found = False
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With seeds trained batched, all of a remedy's seeds go to one worker (xdist's
+    loadgroup scheduling, over the groups marked above). Else, for xdist's default 'load'
+    mode, longest case first to whichever worker is free (_LongestFirst)."""
+    settings = config.stash[SETTINGS]
+    if settings.n_seeds > 1 and any(settings.batched(registry.get(n), registry.get(n).config)
+                                    for n in settings.names):
+        from xdist.scheduler import LoadGroupScheduling
+
+        return LoadGroupScheduling(config, log)
+    if config.getoption("dist", "no") == "load":
+        return _longest_first(config, log)
+    return None
+
+
+def _longest_first(config: pytest.Config, log):
+    """xdist's LoadScheduling, but its first round deals the (cost-sorted) cases out one
+    by one, so that the two longest do not start on the same worker; afterwards each
+    worker that finishes takes the longest case left. None where xdist's internals differ
+    from what this expects (then xdist schedules as usual)."""
+    try:
+        from xdist.scheduler import LoadScheduling
+    except ImportError:
+        return None
+
+    class LongestFirst(LoadScheduling):
+        def schedule(self) -> None:
+            if self.collection is not None or not self._check_nodes_have_same_collection():
+                return super().schedule()
+            self.collection = next(iter(self.node2collection.values()))
+            self.pending[:] = range(len(self.collection))
+            if not self.collection:
+                return
+            if self.maxschedchunk is None:
+                self.maxschedchunk = len(self.collection)
+            for _ in range(2):  # two cases each, dealt round-robin
+                for node in self.nodes:
+                    if self.pending:
+                        self._send_tests(node, 1)
+            if not self.pending:
+                for node in self.nodes:
+                    node.shutdown()
+
+    if not all(hasattr(LoadScheduling, n) for n in ("_check_nodes_have_same_collection",
+                                                     "_send_tests")):
+        return None
+    return LongestFirst(config, log)
 
 
 def _host_key(spec) -> str:
@@ -320,6 +380,7 @@ class _Controller:
         self.status: dict = {}
         self.paths: list = []
         self.data_checked = False
+        self.started = time.perf_counter()
 
     def expect(self, nodeids) -> None:
         """Cases collected (by this process, or by an xdist worker)."""
@@ -398,12 +459,27 @@ class _Controller:
         reference.save(path, self.records, self.settings)
         self.saved = path
 
+    def scheduling(self) -> str:
+        """Wall time against the ideal: every epoch time summed, over the workers."""
+        wall = time.perf_counter() - self.started
+        workers = 1
+        if self.config.getoption("dist", "no") != "no":
+            from xdist.workermanage import parse_tx_spec_config
+
+            workers = len(parse_tx_spec_config(self.config))
+        busy = harness.epoch_seconds(self.records)
+        if not busy:
+            return f"wall {wall:.0f} s"
+        return (f"wall {wall:.0f} s = {wall / (busy / workers):.2f} x the epochs' "
+                f"{busy:.0f} s over {workers} worker{'s' * (workers > 1)}")
+
     def header(self) -> str:
         settings, records = self.settings, self.records
         devices = sorted({r["device"] for r in records})
         text = (f"budget {settings.budget} (epochs: all stages, layerwise included), "
                 f"device {', '.join(devices)}"
-                + (f", data limited to {settings.limit} per split" if settings.limit else ""))
+                + (f", data limited to {settings.limit} per split" if settings.limit else "")
+                + f"; {self.scheduling()}")
         if not self.status.get("complete", True):
             text += f"; INCOMPLETE: {len(self.status['missing'])} case(s) missing"
         return text

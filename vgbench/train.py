@@ -138,6 +138,11 @@ class History:
     """torch version, threads, device, platform: bit-identity holds only for equal ones."""
     parts: dict = field(default_factory=dict)
     """The remedy's own code (see model.Parts), as 'module.qualname' labels."""
+    cuda_graph: str | None = None
+    """On CUDA: 'captured' (full batches replayed a CUDA graph) or 'eager (...why)'."""
+    batched_with: list[int] | None = None
+    """Seeds trained together with this one as one batched model (vgbench.batched); their
+    epoch_time is the whole batch's."""
     init_profile: dict | None = None
     """At init, in float64 on the probe batch: per-Linear grad_norm (batch mean) and
     grad_rms (per example); see diagnostics.init_profile."""
@@ -179,6 +184,61 @@ class History:
                      if a is not None and a >= target), None)
 
 
+class StepGraph:
+    """The training step of a full batch captured in one CUDA graph and replayed.
+
+    Static buffers: the batch's indices (copied in each step), from which the graph itself
+    gathers the batch with index_select on the device tensors; the gradients, optimizer
+    state and the epoch's loss and hit sums live in the graph's memory. The first WARMUP
+    full batches run eagerly on a side stream (as CUDA requires before a capture; they are
+    real training steps), the next is captured and replayed. A short last batch runs
+    eagerly. Where capture fails (a remedy's own code that syncs with the host, e.g. with
+    .item()), the run goes on eagerly and `status` says why.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, run: "Run", previous: str | None = None):
+        self.run, self.graph, self.seen = run, None, 0
+        self.status = previous if previous and previous.startswith("eager") else "warming up"
+        self.idx = None
+        self.stream = torch.cuda.Stream(run.device)
+
+    def step(self, idx: torch.Tensor) -> None:
+        """Train on the full batch idx: eagerly while warming up, then by graph replay."""
+        run = self.run
+        if self.status.startswith("eager"):
+            run._train_step(idx)
+        elif self.graph is None and self.seen < self.WARMUP:
+            self.stream.wait_stream(torch.cuda.current_stream(run.device))
+            with torch.cuda.stream(self.stream):
+                run._train_step(idx)
+            torch.cuda.current_stream(run.device).wait_stream(self.stream)
+            self.seen += 1
+        elif self.graph is None:
+            self._capture(idx)
+        else:
+            self.idx.copy_(idx)
+            self.graph.replay()
+
+    def _capture(self, idx: torch.Tensor) -> None:
+        run = self.run
+        self.idx = idx.clone()
+        graph = torch.cuda.CUDAGraph()
+        run.opt.zero_grad(set_to_none=True)  # the captured backward owns the gradients
+        try:
+            with torch.cuda.graph(graph):
+                run._train_step(self.idx, zero_grad=False)
+        except RuntimeError as exc:  # nothing ran: capture only records
+            torch.cuda.synchronize(run.device)
+            run.opt.zero_grad(set_to_none=True)
+            self.status = f"eager (capture failed: {str(exc).splitlines()[0][:200]})"
+            run._train_step(idx)
+            return
+        self.graph, self.status = graph, "captured"
+        graph.replay()  # the capture recorded this batch's step: now run it
+
+
 class Run:
     """One training run, advanced an epoch at a time (so a benchmark can time each epoch)."""
 
@@ -205,6 +265,9 @@ class Run:
                 self.history.theory = theory.predict(cfg, x, parts).to_dict()
             except theory.NotApplicable as exc:
                 self.history.theory = {"applies": False, "why": str(exc)}
+        self._loss_sum = torch.zeros((), device=self.device)  # the epoch's sums, static for
+        self._correct = torch.zeros((), device=self.device, dtype=torch.long)  # CUDA graphs
+        self.graphs: StepGraph | None = None
         self.epoch_no = 0
         self.stage_no = 0
         self._start_stage(1)
@@ -229,7 +292,10 @@ class Run:
             self.mlp.out.requires_grad_(False)  # unused until the last stage
             self.net = M.Stage(self.mlp, hi, head.to(self.device))
         self.params = [p for p in self.net.parameters() if p.requires_grad]
-        self.opt = M.make_optimizer(self.params, cfg, self.parts)
+        use_graph = cfg.cuda_graph and self.device.type == "cuda"
+        self.opt = M.make_optimizer(self.params, cfg, self.parts, capturable=use_graph)
+        if use_graph:  # a new net and optimizer: a new graph (each layerwise stage too)
+            self.graphs = StepGraph(self, self.graphs.status if self.graphs else None)
 
     @property
     def diverged(self) -> bool:
@@ -242,27 +308,33 @@ class Run:
         return self.epoch_no >= self.cfg.total_epochs or self.diverged
 
     # --- one epoch ---
-    def _train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        x_all, y_all, bs = self.s.train_x, self.s.train_y, self.cfg.batch_size
-        perm = torch.randperm(len(y_all), generator=self.shuffle).to(self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        self.net.train()
-        clip = self.cfg.clip_norm
-        for lo, hi in batch_bounds(len(perm), bs):
-            idx = perm[lo:hi]
-            x, y = x_all.index_select(0, idx), y_all.index_select(0, idx)
-            logits = self.net(x)
-            loss = F.cross_entropy(logits, y)
+    def _train_step(self, idx: torch.Tensor, zero_grad: bool = True) -> None:
+        """One optimizer step on the batch idx, accumulating its loss and hits on the device
+        (no host sync), as a CUDA graph can capture it."""
+        x, y = self.s.train_x.index_select(0, idx), self.s.train_y.index_select(0, idx)
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        if zero_grad:
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                nn.utils.clip_grad_norm_(self.params, clip)
-            self.opt.step()
-            loss_sum += loss.detach() * len(y)  # stays on the device: no per-batch sync
-            correct += (logits.argmax(1) == y).sum()
-        n = len(y_all)
-        return loss_sum / n, correct / n
+        loss.backward()
+        if self.cfg.clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.params, self.cfg.clip_norm)
+        self.opt.step()
+        self._loss_sum += loss.detach() * len(idx)
+        self._correct += (logits.argmax(1) == y).sum()
+
+    def _train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        bs, n = self.cfg.batch_size, len(self.s.train_y)
+        perm = torch.randperm(n, generator=self.shuffle).to(self.device)
+        self._loss_sum.zero_()
+        self._correct.zero_()
+        self.net.train()
+        for lo, hi in batch_bounds(n, bs):
+            if self.graphs is not None and hi - lo == bs:
+                self.graphs.step(perm[lo:hi])
+            else:
+                self._train_step(perm[lo:hi])
+        return self._loss_sum / n, self._correct / n
 
     @torch.no_grad()
     def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, net: nn.Module | None = None):
@@ -291,11 +363,20 @@ class Run:
         t0 = time.perf_counter()
         tr_loss, tr_acc = self._train_epoch()
         va_loss, va_acc = self.evaluate(self.s.val_x, self.s.val_y)
+        values = torch.stack([tr_loss, tr_acc.float(), va_loss, va_acc.float(),
+                              self.weights_finite().float()]).tolist()  # the epoch's one sync
+        record = self.record_epoch(*values)
+        return self.record_time(record, time.perf_counter() - t0)
+
+    def weights_finite(self) -> torch.Tensor:
+        """A device bool: every trained weight is finite."""
+        return torch.stack([p.detach().isfinite().all() for p in self.params]).all()
+
+    def record_epoch(self, tr_loss: float, tr_acc: float, va_loss: float, va_acc: float,
+                     weights_ok: float) -> dict:
+        """Book the epoch that just trained: divergence (which stops the run), the probe,
+        the history; returns the epoch's record (time_s filled by record_time)."""
         self.epoch_no += 1
-        weights_ok = torch.stack([p.detach().isfinite().all() for p in self.params]).all()
-        tr_loss, tr_acc, va_loss, va_acc, weights_ok = torch.stack(
-            [tr_loss, tr_acc.float(), va_loss, va_acc.float(), weights_ok.float()]
-        ).tolist()  # the epoch's one sync
         h = self.history
         if not (math.isfinite(tr_loss) and weights_ok):
             h.diverged, h.diverged_epoch = True, self.epoch_no
@@ -304,14 +385,19 @@ class Run:
             tr_loss = tr_acc = va_loss = va_acc = None  # a diverged epoch has no metrics
         elif self.probe is not None:
             self.probe.measure(self.mlp, self.epoch_no)
-        dt = time.perf_counter() - t0
         for key, v in (("stage", self.stage_no), ("train_loss", tr_loss), ("train_acc", tr_acc),
-                       ("val_loss", va_loss), ("val_acc", va_acc), ("epoch_time", dt)):
+                       ("val_loss", va_loss), ("val_acc", va_acc)):
             getattr(h, key).append(v)
         return {"epoch": self.epoch_no, "total": self.cfg.total_epochs, "stage": self.stage_no,
                 "n_stages": self.cfg.n_stages,
                 "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss,
-                "val_acc": va_acc, "time_s": dt, "diverged": h.diverged_reason}
+                "val_acc": va_acc, "diverged": h.diverged_reason}
+
+    def record_time(self, record: dict, seconds: float) -> dict:
+        """The epoch's wall time (train + validation + probe) into the history and record."""
+        self.history.epoch_time.append(seconds)
+        record["time_s"] = seconds
+        return record
 
     @_without_denormals
     def finish(self) -> History:
@@ -322,6 +408,8 @@ class Run:
         if not h.diverged:  # a diverged net has no test accuracy: its metrics stay null
             loss, acc = self.evaluate(self.s.test_x, self.s.test_y, net=self.mlp)
             h.test_loss, h.test_acc = loss.item(), acc.item()
+        if self.graphs is not None:
+            h.cuda_graph = self.graphs.status
         if self.probe is not None:
             h.diagnostics = self.probe.points
             h.grad_ratio_init = grad_ratio(self.probe.points["grad_norm"][0])
