@@ -106,24 +106,36 @@ TRAINABLE_ACC = 0.5
 # Every threshold below comes from runs on CPU (torch 2.14.1, real data, default split),
 # `python -m vgbench run NAME --seed S --epochs E --device cpu --threads 1`, seeds 42, 43, 44
 # at each budget; "init" checks (computed before any training) also from seeds 45, 46.
-# Each `why` gives the measured range and the margin left to the threshold. The full budget
-# was cross-checked on an H200 (torch 2.11, seeds 42-44): every check held there too.
+# Each `why` gives the measured range and the margin left to the threshold. They were first
+# measured on an AMD EPYC and cross-checked on an H200 (torch 2.11, seeds 42-44); every
+# check also held on an Intel Xeon (AVX512; `pytest benchmarks -n 2 --vg-seeds 3`), whose
+# values the newer checks (marked Intel) come from.
 _Q = f"quick ({QUICK_EPOCHS} epochs), seeds 42-44"
 _F = "full (100 epochs), seeds 42-44"
+_INTEL = "Intel"
 
 _COURSE = [
     Remedy(
         "baseline", "7x128 sigmoid MLP, default init, SGD lr 1e-2: the vanishing case",
         BASELINE,
+        # the stall is asserted with proof that training happened: the output layer moved
+        # and the loss sits at ln(10) (a uniform guess), not above; a pipeline that never
+        # steps would pass test_acc <= 0.15 alone (tests/test_reliability.py)
         full=(
             Check("test_acc", "<=", 0.15, f"{_F}: 0.1000 all; chance + 0.05"),
             Check("grad_ratio_final", "<=", 1e-4, f"{_F}: 9.3e-6..1.2e-5; 8.7x margin"),
             Check("first_layer_change", "<=", 1e-3, f"{_F}: 8.6e-6..1.2e-5; 83x margin"),
+            Check("output_layer_change", ">=", 0.01, f"{_F} {_INTEL}: 0.063..0.106; 6.3x"),
+            Check("final_train_loss", "<=", 2.35,
+                  f"{_F} {_INTEL}: 2.303 all; ln(10) = 2.3026, margin 0.047"),
         ),
         quick=(
             Check("test_acc", "<=", 0.15, f"{_Q}: 0.1000 all; chance + 0.05"),
             Check("grad_ratio_init", "<=", 1e-4, "seeds 42-46: 3.2e-6..6.1e-6; 16x margin"),
             Check("first_layer_change", "<=", 1e-4, f"{_Q}: 4.3e-7..6.1e-7; 160x margin"),
+            Check("output_layer_change", ">=", 0.01, f"{_Q} {_INTEL}: 0.064..0.106; 6.4x"),
+            Check("final_train_loss", "<=", 2.35,
+                  f"{_Q} {_INTEL}: 2.303 all; ln(10) = 2.3026, margin 0.047"),
         ),
     ),
     Remedy(
@@ -141,13 +153,19 @@ _COURSE = [
     Remedy(
         "init_std10", "weights ~ N(0, 10.0): too large, sigmoids saturate",
         replace(BASELINE, init="normal", init_std=10.0),
+        # saturated nets are chaotic in float rounding: the same seeds land 0.1 apart on
+        # different CPUs, so the thresholds cover every platform measured (it barely learns)
         full=(
-            Check("test_acc", "<=", 0.20, f"{_F}: 0.103..0.122 (GPU up to 0.150); margin 0.05"),
+            Check("test_acc", "<=", 0.25, f"{_F}: AMD 0.103..0.122, {_INTEL} 0.196..0.200, "
+                                          "H200 up to 0.150; margin 0.05"),
             Check("saturation_init", ">=", 0.9, "seeds 42-46: 0.971..0.973; margin 0.07"),
+            Check("output_layer_change", ">=", 3e-3, f"{_F} {_INTEL}: 0.028..0.048; 9x"),
         ),
         quick=(
-            Check("test_acc", "<=", 0.15, f"{_Q}: 0.093..0.102; chance + 0.05"),
+            Check("test_acc", "<=", 0.20, f"{_Q}: AMD 0.093..0.102, {_INTEL} 0.126..0.156; "
+                                          "margin 0.044"),
             Check("saturation_init", ">=", 0.9, "seeds 42-46: 0.971..0.973; margin 0.07"),
+            Check("output_layer_change", ">=", 2e-3, f"{_Q} {_INTEL}: 0.022..0.033; 11x"),
         ),
     ),
     Remedy(
@@ -249,11 +267,13 @@ _COURSE = [
         full=(
             Check("test_acc", "<=", 0.15, f"{_F}: 0.1000 all; chance + 0.05"),
             Check("grad_ratio_init", ">=", 1e3, "seeds 42-46: 1.3e4..2.8e4; 13x margin"),
+            Check("output_layer_change", ">=", 0.01, f"{_F} {_INTEL}: 0.084..0.115; 8x"),
         ),
         quick=(
             Check("test_acc", "<=", 0.15, f"{_Q}: 0.1000 all; chance + 0.05"),
             Check("grad_ratio_init", ">=", 1e3, "seeds 42-46: 1.3e4..2.8e4; 13x margin"),
             Check("first_layer_change", ">=", 5.0, f"{_Q}: 18.9..24.5; 3.8x margin"),
+            Check("output_layer_change", ">=", 0.01, f"{_Q} {_INTEL}: 0.082..0.113; 8x"),
         ),
     ),
 ]
