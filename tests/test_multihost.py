@@ -131,3 +131,14 @@ def test_workers_per_host_from_tx_specs(pytester):
                                         "--tx", "3*ssh=-p 2222 beta", "--collect-only",
                                         "-p", "no:cacheprovider", "-s")
     assert "HOSTS [('-p 2222 beta', 3), ('alpha', 2), ('local', 1)]" in res.stdout.str()
+
+
+def test_a_local_path_with_remote_workers_is_a_usage_error(pytester):
+    """xdist would stop with an INTERNALERROR ('not relative to an rsync root')."""
+    shutil.copytree(ROOT / "benchmarks", pytester.path / "benchmarks")
+    shutil.copy(ROOT / "conftest.py", pytester.path / "conftest.py")
+    res = pytester.runpytest_subprocess("benchmarks", "-d", "--tx", "ssh=nowhere.invalid",
+                                        "-p", "no:cacheprovider")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "name the tests with -o testpaths=benchmarks" in res.stderr.str()
+    assert "INTERNALERROR" not in res.stdout.str() + res.stderr.str()

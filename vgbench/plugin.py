@@ -131,6 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = settings
     if _is_worker(config):
         return
+    _check_remote_args(config)
     comparison = None
     try:
         if config.getoption("vg_compare"):
@@ -143,6 +144,31 @@ def pytest_configure(config: pytest.Config) -> None:
     except ValueError as exc:  # ReferenceError included
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(_Controller(config, settings, comparison), "vgbench-controller")
+
+
+def _check_remote_args(config: pytest.Config) -> None:
+    """pytest-xdist rewrites every argument that is a local path relative to its rsync
+    roots (a feature deprecated since pytest-xdist 3) for workers on other hosts, and stops
+    with an INTERNALERROR when it cannot; say what to write instead, before it does."""
+    if config.getoption("dist", "no") == "no" or not config.getoption("tx", None):
+        return
+    try:
+        import execnet
+        from xdist.workermanage import parse_tx_spec_config
+    except ImportError:
+        return
+    specs = [execnet.XSpec(s) for s in parse_tx_spec_config(config)]
+    if not any(not s.popen or s.chdir for s in specs):
+        return  # local workers only
+    local = [a for a in config.invocation_params.args
+             if not a.startswith("-") and os.path.exists(a.split("::")[0])]
+    if local:
+        raise pytest.UsageError(
+            f"with workers on other hosts (--tx ssh=/socket= or popen with chdir=), "
+            f"pytest-xdist cannot pass the local path {local[0]!r}: name the tests with "
+            "-o testpaths=benchmarks instead of a path argument, and give path options as "
+            "--option=value (e.g. --vg-compare=benchmarks/reference.json); see the README, "
+            "'Across machines'")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

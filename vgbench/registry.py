@@ -113,6 +113,10 @@ TRAINABLE_ACC = 0.5
 _Q = f"quick ({QUICK_EPOCHS} epochs), seeds 42-44"
 _F = "full (100 epochs), seeds 42-44"
 _INTEL = "Intel"
+_MOVED = ("proof that it trained: a pipeline that never steps leaves it at 0, and one "
+          "baseline SGD step already moves it 2.6e-3")
+_LN10 = "ln(10) = 2.3026 is a uniform guess, an untrained net sits within 0.1 of it, so "\
+        "above 2.5 the loss blew up"
 
 _COURSE = [
     Remedy(
@@ -125,17 +129,15 @@ _COURSE = [
             Check("test_acc", "<=", 0.15, f"{_F}: 0.1000 all; chance + 0.05"),
             Check("grad_ratio_final", "<=", 1e-4, f"{_F}: 9.3e-6..1.2e-5; 8.7x margin"),
             Check("first_layer_change", "<=", 1e-3, f"{_F}: 8.6e-6..1.2e-5; 83x margin"),
-            Check("output_layer_change", ">=", 0.01, f"{_F} {_INTEL}: 0.063..0.106; 6.3x"),
-            Check("final_train_loss", "<=", 2.35,
-                  f"{_F} {_INTEL}: 2.303 all; ln(10) = 2.3026, margin 0.047"),
+            Check("output_layer_change", ">=", 1e-4, f"{_F} {_INTEL}: 0.063..0.106; {_MOVED}"),
+            Check("final_train_loss", "<=", 2.5, f"{_F} {_INTEL}: 2.303 all; {_LN10}"),
         ),
         quick=(
             Check("test_acc", "<=", 0.15, f"{_Q}: 0.1000 all; chance + 0.05"),
             Check("grad_ratio_init", "<=", 1e-4, "seeds 42-46: 3.2e-6..6.1e-6; 16x margin"),
             Check("first_layer_change", "<=", 1e-4, f"{_Q}: 4.3e-7..6.1e-7; 160x margin"),
-            Check("output_layer_change", ">=", 0.01, f"{_Q} {_INTEL}: 0.064..0.106; 6.4x"),
-            Check("final_train_loss", "<=", 2.35,
-                  f"{_Q} {_INTEL}: 2.303 all; ln(10) = 2.3026, margin 0.047"),
+            Check("output_layer_change", ">=", 1e-4, f"{_Q} {_INTEL}: 0.064..0.106; {_MOVED}"),
+            Check("final_train_loss", "<=", 2.5, f"{_Q} {_INTEL}: 2.303 all; {_LN10}"),
         ),
     ),
     Remedy(
@@ -159,13 +161,13 @@ _COURSE = [
             Check("test_acc", "<=", 0.25, f"{_F}: AMD 0.103..0.122, {_INTEL} 0.196..0.200, "
                                           "H200 up to 0.150; margin 0.05"),
             Check("saturation_init", ">=", 0.9, "seeds 42-46: 0.971..0.973; margin 0.07"),
-            Check("output_layer_change", ">=", 3e-3, f"{_F} {_INTEL}: 0.028..0.048; 9x"),
+            Check("output_layer_change", ">=", 1e-4, f"{_F} {_INTEL}: 0.028..0.048; {_MOVED}"),
         ),
         quick=(
             Check("test_acc", "<=", 0.20, f"{_Q}: AMD 0.093..0.102, {_INTEL} 0.126..0.156; "
                                           "margin 0.044"),
             Check("saturation_init", ">=", 0.9, "seeds 42-46: 0.971..0.973; margin 0.07"),
-            Check("output_layer_change", ">=", 2e-3, f"{_Q} {_INTEL}: 0.022..0.033; 11x"),
+            Check("output_layer_change", ">=", 1e-4, f"{_Q} {_INTEL}: 0.022..0.033; {_MOVED}"),
         ),
     ),
     Remedy(
@@ -267,13 +269,13 @@ _COURSE = [
         full=(
             Check("test_acc", "<=", 0.15, f"{_F}: 0.1000 all; chance + 0.05"),
             Check("grad_ratio_init", ">=", 1e3, "seeds 42-46: 1.3e4..2.8e4; 13x margin"),
-            Check("output_layer_change", ">=", 0.01, f"{_F} {_INTEL}: 0.084..0.115; 8x"),
+            Check("output_layer_change", ">=", 1e-4, f"{_F} {_INTEL}: 0.084..0.115; {_MOVED}"),
         ),
         quick=(
             Check("test_acc", "<=", 0.15, f"{_Q}: 0.1000 all; chance + 0.05"),
             Check("grad_ratio_init", ">=", 1e3, "seeds 42-46: 1.3e4..2.8e4; 13x margin"),
             Check("first_layer_change", ">=", 5.0, f"{_Q}: 18.9..24.5; 3.8x margin"),
-            Check("output_layer_change", ">=", 0.01, f"{_Q} {_INTEL}: 0.082..0.113; 8x"),
+            Check("output_layer_change", ">=", 1e-4, f"{_Q} {_INTEL}: 0.082..0.113; {_MOVED}"),
         ),
     ),
 ]
