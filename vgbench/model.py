@@ -187,6 +187,7 @@ def make_optimizer(params: list, cfg: Config, parts: Parts = DEFAULT_PARTS,
     device then)."""
     if parts.optimizer is not None:
         return parts.optimizer(params, cfg)
+    # foreach: one kernel call per step for all tensors (bit-identical on CPU, faster)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, capturable=capturable)
-    return torch.optim.SGD(params, lr=cfg.lr)
+        return torch.optim.Adam(params, lr=cfg.lr, capturable=capturable, foreach=True)
+    return torch.optim.SGD(params, lr=cfg.lr, foreach=True)

@@ -311,11 +311,12 @@ class Run:
     def _train_step(self, idx: torch.Tensor, zero_grad: bool = True) -> None:
         """One optimizer step on the batch idx, accumulating its loss and hits on the device
         (no host sync), as a CUDA graph can capture it."""
-        x, y = self.s.train_x.index_select(0, idx), self.s.train_y.index_select(0, idx)
+        x, y = self.s.train_batch(idx), self.s.train_y.index_select(0, idx)
         logits = self.net(x)
         loss = F.cross_entropy(logits, y)
         if zero_grad:
-            self.opt.zero_grad(set_to_none=True)
+            for p in self.params:  # = opt.zero_grad(set_to_none=True), without its overhead
+                p.grad = None
         loss.backward()
         if self.cfg.clip_norm is not None:
             nn.utils.clip_grad_norm_(self.params, self.cfg.clip_norm)
