@@ -1,5 +1,6 @@
 """Summary statistics, the table, and reference files, without pytest-in-pytest."""
 
+import dataclasses
 import json
 
 import pytest
@@ -96,3 +97,73 @@ def test_comparison_refuses_a_different_setup(tmp_path):
     c = reference.Comparison(reference.load(path))
     c.run([record()], harness.Settings(budget="full"))
     assert c.failed and "has no 'full' budget" in c.report()
+
+
+def swept(remedy, depth, seed, best):
+    return {"remedy": remedy, "key": f"{remedy}-depth{depth}", "depth": depth, "swept": True,
+            "seed": seed, "metrics": {"best_val_acc": best, "test_acc": best},
+            "diverged_epoch": None}
+
+
+def test_trainable_depth_and_orderings(monkeypatch):
+    from vgbench import registry
+
+    level = registry.TRAINABLE_ACC
+    good = {3: 0.8, 7: 0.8, 15: 0.8, 30: 0.8}
+    bad = {3: 0.6, 7: 0.1, 15: 0.1, 30: 0.1}
+    records = [swept("batchnorm", d, s, a) for s in (42, 43) for d, a in good.items()]
+    records += [swept("baseline", d, s, a) for s in (42, 43) for d, a in bad.items()]
+    assert harness.trainable_depth([r for r in records if r["remedy"] == "baseline"], level) == 3
+    monkeypatch.setitem(registry.REMEDIES, "batchnorm", dataclasses.replace(
+        registry.get("batchnorm"), deeper_than=("baseline",)))
+    sweep = harness.Settings(budget="sweep")
+    [e] = harness.depth_expectations(records, sweep)
+    assert e["held"] and e["detail"] == "seed 42: 30 vs 3, seed 43: 30 vs 3"
+    # batchnorm silently replaced by the baseline: the ordering fails
+    sabotaged = [dict(r, remedy="batchnorm") if r["remedy"] == "baseline" else r
+                 for r in records if r["remedy"] == "baseline"] + [
+        r for r in records if r["remedy"] == "baseline"]
+    [e] = harness.depth_expectations(sabotaged, sweep)
+    assert e["held"] is False
+    # not the declared sweep: reported, not judged
+    [e] = harness.depth_expectations(records, harness.Settings(budget="sweep", epochs=2))
+    assert e["held"] is None and "needs the sweep budget" in e["why"]
+    assert harness.format_expectations([e])[0].startswith("batchnorm trains deeper than baseline:"
+                                                          " not evaluated")
+
+
+def test_a_value_from_another_machine_is_kept_beside_the_first(tmp_path):
+    path = tmp_path / "ref.json"
+    settings = harness.Settings(budget="quick")
+    amd = dict(record(seed=42, acc=0.80), env={"torch": "2.14.1", "threads": 1,
+                                               "device": "cpu", "cpu": "AMD"})
+    intel = dict(record(seed=42, acc=0.84), env=dict(amd["env"], cpu="Intel"))
+    reference.save(path, [amd], settings)
+    reference.save(path, [intel], settings)
+    m = reference.load(path)["budgets"]["quick"]["remedies"]["relu"]["test_acc"]
+    assert m["values"] == {"42": 0.80} and m["alt"][0]["value"] == 0.84
+    assert m["tol"] == pytest.approx(0.08)  # 2 x the spread over both machines
+    for rec, ref_value in ((amd, "0.8000"), (intel, "0.8400")):
+        c = reference.Comparison(reference.load(path))
+        c.run([rec], settings)
+        row = next(r for r in c.rows if r[1] == "test_acc")
+        assert row[2] == "exact" and row[3] == ref_value and row[-1] == "ok (exact)"
+    other = dict(record(seed=42, acc=0.81), env=dict(amd["env"], cpu="ARM"))
+    c = reference.Comparison(reference.load(path))
+    c.run([other], settings)
+    row = next(r for r in c.rows if r[1] == "test_acc")
+    assert row[2] == "stat" and row[-1] == "ok" and "cpu 'AMD' -> 'ARM'" in c.report()
+    # an exact comparison catches any change
+    c = reference.Comparison(reference.load(path))
+    c.run([dict(intel, metrics=dict(intel["metrics"], test_acc=0.8401))], settings)
+    assert c.failed and "MOVED" in c.report()
+
+
+def test_a_useless_tolerance_is_unchecked(tmp_path):
+    path = reference.save(tmp_path / "r.json", [record(seed=42, acc=0.10),
+                                                record(seed=43, acc=0.45)],
+                          harness.Settings(budget="quick"))
+    c = reference.Comparison(reference.load(path))
+    c.run([dict(record(seed=44, acc=0.3))], harness.Settings(budget="quick"))
+    row = next(r for r in c.rows if r[1] == "test_acc")
+    assert row[-1] == "unchecked" and "cannot tell a stalled net" in c.report()

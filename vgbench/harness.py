@@ -432,6 +432,54 @@ def depth_rows(records: list[dict], level: float = registry.TRAINABLE_ACC) -> li
     return out
 
 
+def depth_expectations(records: list[dict], settings: "Settings",
+                       level: float = registry.TRAINABLE_ACC) -> list[dict]:
+    """Each declared `deeper_than` over this session's sweep: {'text', 'held' (True, False,
+    or None: not evaluated, with 'why'), 'detail'}. Evaluated when the session ran the sweep
+    budget's epochs over at least SWEEP_DEPTHS (where the orderings were measured), per
+    seed both remedies ran."""
+    swept = [r for r in records if r.get("swept")]
+    ran = {r["remedy"] for r in swept}
+    out = []
+    for name in [n for n in registry.names() if n in ran]:
+        for other in registry.get(name).deeper_than:
+            text = f"{name} trains deeper than {other}"
+            if other not in ran:
+                continue
+            if (settings.budget != "sweep" or settings.epochs is not None or settings.limit
+                    or not set(registry.SWEEP_DEPTHS) <= set(settings.sweep_depths)):
+                out.append({"text": text, "held": None,
+                            "why": f"needs the sweep budget as declared (depths "
+                                   f"{', '.join(map(str, registry.SWEEP_DEPTHS))}, "
+                                   f"{registry.SWEEP_EPOCHS} epochs, full data)"})
+                continue
+            seeds = sorted({r["seed"] for r in swept if r["remedy"] == name}
+                           & {r["seed"] for r in swept if r["remedy"] == other})
+            pairs = []
+            for s in seeds:
+                a = trainable_depth([r for r in swept if r["remedy"] == name and r["seed"] == s],
+                                    level)
+                b = trainable_depth([r for r in swept if r["remedy"] == other and r["seed"] == s],
+                                    level)
+                pairs.append((s, a, b))
+            held = all((a or 0) > (b or 0) for _, a, b in pairs)
+            detail = ", ".join(f"seed {s}: {a or '<' + str(min(registry.SWEEP_DEPTHS))} vs "
+                               f"{b or '<' + str(min(registry.SWEEP_DEPTHS))}" for s, a, b in pairs)
+            out.append({"text": text, "held": held, "detail": detail})
+    return out
+
+
+def format_expectations(expectations: list[dict]) -> list[str]:
+    """One line each: held / FAILED / not evaluated."""
+    lines = []
+    for e in expectations:
+        if e["held"] is None:
+            lines.append(f"{e['text']}: not evaluated ({e['why']})")
+        else:
+            lines.append(f"{e['text']}: {'held' if e['held'] else 'FAILED'} ({e['detail']})")
+    return lines
+
+
 def depth_table(rows: list[dict], fmt: str = "simple") -> str:
     """The depth sweep as text: test accuracy per remedy and depth, and trainable depth."""
     depths = sorted({d for r in rows for d in r["depths"]})
@@ -464,7 +512,8 @@ def write_depth_figures(records: list[dict], out: str | Path,
 
 def write_summary(rows: list[dict], out: str | Path, header: str = "",
                   image: bool = True, status: dict | None = None,
-                  depth: list[dict] | None = None) -> list[Path]:
+                  depth: list[dict] | None = None,
+                  expectations: list[dict] | None = None) -> list[Path]:
     """summary.json, summary.md and (image) summary.png into out, each written atomically.
 
     status: {'complete': bool, 'missing': [case ids], 'errors': [one-line reasons]}.
@@ -473,12 +522,14 @@ def write_summary(rows: list[dict], out: str | Path, header: str = "",
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "summary.json", out / "summary.md"
-    files.write_json(js, {"header": header, **status, "rows": rows, "depth": depth or []},
-                     indent=1)
+    files.write_json(js, {"header": header, **status, "rows": rows, "depth": depth or [],
+                          "depth_expectations": expectations or []}, indent=1)
     failures = [f for r in rows for f in r["failures"]]
     text = f"# vgbench summary\n\n{header}\n\n{table(rows, 'github')}\n"
     if depth:
         text += f"\n## Depth sweep\n\n{depth_table(depth, 'github')}\n"
+        text += "".join(f"\n- {line}" for line in format_expectations(expectations or []))
+        text += "\n" if expectations else ""
     if not status["complete"]:
         text += ("\n## Incomplete\n\nThese cases produced no result:\n\n"
                  + "\n".join(f"- {c}" for c in status["missing"]) + "\n")

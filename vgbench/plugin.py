@@ -403,6 +403,7 @@ class _Controller:
         self.errors: list[str] = []
         self.rows: list[dict] = []
         self.depth: list[dict] = []
+        self.expectations: list[dict] = []
         self.status: dict = {}
         self.paths: list = []
         self.data_checked = False
@@ -457,6 +458,10 @@ class _Controller:
             return
         self.rows = harness.summarize(records)
         self.depth = harness.depth_rows(records)
+        self.expectations = harness.depth_expectations(records, settings)
+        for e in self.expectations:
+            if e["held"] is False:
+                self.errors.append(f"depth expectation failed: {e['text']} ({e['detail']})")
         if self.comparison is not None:
             self._attempt("--vg-compare", lambda: self.comparison.run(records, settings))
         save = self.config.getoption("vg_save")
@@ -464,7 +469,7 @@ class _Controller:
             self._attempt("--vg-save", lambda: self._save(save))
         self._attempt("summary", lambda: self.paths.extend(harness.write_summary(
             self.rows, settings.out, self.header(), image=settings.figures,
-            status=self.status, depth=self.depth)))
+            status=self.status, depth=self.depth, expectations=self.expectations)))
         if self.depth and settings.figures:
             self._attempt("depth figures", lambda: self.paths.extend(
                 harness.write_depth_figures(records, settings.out)))
@@ -519,6 +524,8 @@ class _Controller:
             if self.depth:
                 tr.write_sep("-", "vgbench depth sweep")
                 tr.write_line(harness.depth_table(self.depth))
+                for line in harness.format_expectations(self.expectations):
+                    tr.write_line(f"depth expectation: {line}")
             if self.paths:
                 tr.write_line(f"wrote {', '.join(map(str, self.paths))} and each case's "
                               f"history and figures under {self.settings.out}/")

@@ -216,7 +216,9 @@ def _merge_record(entry: dict, envs: dict, r: dict) -> None:
     holds for that seed (or a new seed) replaces it; a value from another environment is
     kept beside it as an 'alt' observation, so the reference knows several platforms."""
     seed, env = str(r["seed"]), env_of(r)
-    primary = seed not in envs or _same_env(envs[seed], env)
+    known = any(seed in m["values"] for key, m in entry.items() if key in METRICS)
+    # a seed the entry has from an unrecorded environment (older files) stays primary too
+    primary = not known or _same_env(envs.get(seed), env)
     for metric in METRICS:
         v = r["metrics"].get(metric)
         if v is None:

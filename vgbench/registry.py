@@ -49,6 +49,10 @@ class Remedy:
     """Checks at the quick budget (QUICK_EPOCHS), at the config's own depth."""
     sweep: tuple[Check, ...] = ()
     """Checks at the depth-sweep budget (SWEEP_EPOCHS), each at the depths it names."""
+    deeper_than: tuple[str, ...] = ()
+    """At the sweep budget over SWEEP_DEPTHS: on every seed, this remedy's trainable depth
+    (the deepest where best validation accuracy reaches TRAINABLE_ACC) exceeds these
+    remedies'. Checked by the session at its end."""
     parts: Parts = DEFAULT_PARTS
     """The remedy's own code; the defaults use the config's choices."""
     set: str = "user"
@@ -71,6 +75,8 @@ class Remedy:
                              f"{type(self.parts).__name__}")
         if self.set not in SETS:
             raise ValueError(f"{where}: unknown set {self.set!r}; choose from {list(SETS)}")
+        if not isinstance(self.deeper_than, tuple):
+            raise ValueError(f"{where}: deeper_than must be a tuple of remedy names")
         if not (self.full or self.quick or self.sweep):
             raise ValueError(f"{where} declares no checks: give it at least one Check in "
                              "full=, quick= or sweep= (an experiment must assert its outcome)")
