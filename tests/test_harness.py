@@ -101,7 +101,7 @@ def test_comparison_refuses_a_different_setup(tmp_path):
 
 def swept(remedy, depth, seed, best):
     return {"remedy": remedy, "key": f"{remedy}-depth{depth}", "depth": depth, "swept": True,
-            "seed": seed, "metrics": {"best_val_acc": best, "test_acc": best},
+            "seed": seed, "metrics": {"whole_val_acc": best, "test_acc": best},
             "diverged_epoch": None}
 
 

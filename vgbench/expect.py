@@ -10,6 +10,8 @@ from vgbench.train import History
 METRICS = {
     "test_acc": "test accuracy after the last epoch",
     "best_val_acc": "highest validation accuracy over all epochs",
+    "whole_val_acc": "highest validation accuracy while the whole network trained (layerwise: "
+                     "its last stage; else every epoch)",
     "final_val_acc": "validation accuracy after the last epoch",
     "max_train_acc": "highest train accuracy over all epochs",
     "final_train_loss": "train loss of the last epoch (mean over its batches)",
@@ -36,6 +38,8 @@ def metrics(h: History, baseline_ratio_init: float | None = None) -> dict[str, f
     m = {
         "test_acc": h.test_acc,
         "best_val_acc": h.best_val_acc(),
+        "whole_val_acc": max((a for a, st in zip(h.val_acc, h.stage)
+                              if a is not None and st == max(h.stage)), default=None),
         "final_val_acc": _last(h.val_acc),
         "max_train_acc": max((a for a in h.train_acc if a is not None), default=None),
         "final_train_loss": _last(h.train_loss),

@@ -404,10 +404,11 @@ def table(rows: list[dict], fmt: str = "simple") -> str:
 
 
 def trainable_depth(records: list[dict], level: float) -> int | None:
-    """The deepest depth at which these records (one remedy, one seed) reach best
-    validation accuracy >= level (None: no depth did)."""
+    """The deepest depth at which these records (one remedy, one seed) reach a validation
+    accuracy >= level with the whole network (metric whole_val_acc: layerwise's shallow
+    early stages do not count); None: no depth did."""
     ok = [r["depth"] for r in records
-          if (r["metrics"].get("best_val_acc") or 0.0) >= level and not r.get("diverged_epoch")]
+          if (r["metrics"].get("whole_val_acc") or 0.0) >= level and not r.get("diverged_epoch")]
     return max(ok, default=None)
 
 
@@ -492,7 +493,7 @@ def depth_table(rows: list[dict], fmt: str = "simple") -> str:
         body.append([r["remedy"], *(r["test_acc"].get(d, "") for d in depths),
                      " / ".join(shown) if len(shown) > 1 else shown[0]])
     headers = ["remedy", *(f"depth {d}" for d in depths),
-               f"trainable depth (best val >= {level:g})"]
+               f"trainable depth (val >= {level:g})"]
     return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 

@@ -51,8 +51,8 @@ class Remedy:
     """Checks at the depth-sweep budget (SWEEP_EPOCHS), each at the depths it names."""
     deeper_than: tuple[str, ...] = ()
     """At the sweep budget over SWEEP_DEPTHS: on every seed, this remedy's trainable depth
-    (the deepest where best validation accuracy reaches TRAINABLE_ACC) exceeds these
-    remedies'. Checked by the session at its end."""
+    (the deepest where the whole network's validation accuracy reaches TRAINABLE_ACC)
+    exceeds these remedies'. Checked by the session at its end."""
     parts: Parts = DEFAULT_PARTS
     """The remedy's own code; the defaults use the config's choices."""
     set: str = "user"
@@ -107,7 +107,8 @@ SWEEP_EPOCHS = 20
 SWEEP_DEPTHS = (3, 7, 15, 30)
 """Depths the sweep budget runs unless --vg-depth says otherwise."""
 TRAINABLE_ACC = 0.5
-"""A depth is trainable when the best validation accuracy reaches this in the budget."""
+"""A depth is trainable when the whole network's validation accuracy (metric whole_val_acc)
+reaches this within the budget."""
 
 # Every threshold below comes from runs on CPU (torch 2.14.1, real data, default split),
 # `python -m vgbench run NAME --seed S --epochs E --device cpu --threads 1`, seeds 42, 43, 44
