@@ -23,8 +23,9 @@ def _layer_names(n: int) -> list[str]:
 
 
 def _nan(values) -> list[float]:
-    """None (a diverged epoch's null) as NaN, which matplotlib leaves as a gap."""
-    return [float("nan") if v is None else v for v in values]
+    """None (a diverged epoch's null) and infinities as NaN, which matplotlib leaves as a
+    gap."""
+    return [v if v is not None and np.isfinite(v) else float("nan") for v in values]
 
 
 def _fmt(v: float | None) -> str:
@@ -72,7 +73,8 @@ def _draw_theory(ax, h: History) -> None:
         ax.semilogy(names, _nan(h.init_profile["grad_rms"]), "kx", ms=7,
                     label="init, per-example RMS")
     if h.theory and h.theory.get("grad_rms"):
-        ax.semilogy(names, h.theory["grad_rms"], "k--", lw=1, label="mean-field prediction")
+        ax.semilogy(names, _nan(h.theory["grad_rms"]), "k--", lw=1,
+                    label="mean-field prediction")
 
 
 def gradient_flow(h: History, path: str | Path) -> Path:
@@ -150,8 +152,8 @@ def depth_profiles(records: list[dict], path: str | Path) -> Path:
                 ax.semilogy(range(1, len(geo) + 1), geo, "o", ms=3, color=colors[d],
                             label=f"depth {d}")
             if profiles[0][1]:
-                ax.semilogy(range(1, len(profiles[0][1]) + 1), profiles[0][1], "-", lw=1,
-                            color=colors[d])
+                ax.semilogy(range(1, len(profiles[0][1]) + 1), _nan(profiles[0][1]), "-",
+                            lw=1, color=colors[d])
         ax.set(title=name, xlabel="Linear layer (input -> output)",
                ylabel="weight-gradient norm at init")
     for ax in list(axes.flat)[len(names):]:
