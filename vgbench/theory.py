@@ -204,6 +204,11 @@ def predict(cfg: Config, x: torch.Tensor | np.ndarray, parts: Parts = Parts(),
     why = applicable(cfg, parts)
     if why is not None:
         raise NotApplicable(why)
+    with np.errstate(over="ignore", invalid="ignore"):  # an exploding net predicts inf
+        return _predict(cfg, x, parts, variances)
+
+
+def _predict(cfg: Config, x, parts: Parts, variances) -> Prediction:
     act = parts.activation or cfg.activation
     var = variances or weight_variances(cfg)
     x = np.asarray(x.detach().cpu().double() if isinstance(x, torch.Tensor) else x,
