@@ -5,11 +5,14 @@ For each remedy, in one process and interleaved (floor, remedy, floor, remedy, .
     forward, the diagnostics probe's forward and backward), with the same shapes, the same
     transposes and the same thread count, on preallocated tensors: no autograd, no
     elementwise work, no data movement;
-(b) one vgbench epoch (train + validation + probe), as Run.step times it.
+(b) one vgbench epoch (train + validation + probe), as Run.step times it;
+(c) with --before, the same epoch with this version's CPU speed-ups switched off (float32
+    batch gathers instead of bytes, per-tensor optimizer steps, denormals not flushed):
+    what the loop cost before them, measured side by side.
 Prints ms per epoch (medians) and the multiple of the floor. With --course, also the course
 project's own loop (torchvision DataLoader, a `.item()` per batch) for the baseline.
 
-    python benchmarks/speed.py --all [--epochs 3] [--device auto] [--threads 1]
+    python benchmarks/speed.py --all [--before] [--epochs 3] [--device auto] [--threads 1]
     python benchmarks/speed.py --remedy baseline --remedy custom_norm
 """
 
@@ -21,6 +24,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,7 +33,7 @@ from tabulate import tabulate
 from torch import nn
 from torch.utils.data import DataLoader, random_split
 
-from vgbench import data, registry, train
+from vgbench import data, model, registry, train
 from vgbench.model import IN_DIM, N_CLASS, build
 
 SUITE_THREADS = 1
@@ -102,27 +106,55 @@ class Floor:
         return time.perf_counter() - t0
 
 
-def remedy_vs_floor(name: str, splits, epochs: int) -> tuple[float, float]:
-    """(median seconds per vgbench epoch, median seconds per floor epoch), interleaved; the
-    first epoch of each is a warm-up. Layerwise: floor weighted by each stage's epochs."""
+@contextmanager
+def speedups_off():
+    """This version's CPU speed-ups switched off, for a before/after in one process."""
+    real_flush, real_opt = train.flush_denormals, model.make_optimizer
+
+    def per_tensor(params, cfg, parts=model.DEFAULT_PARTS, capturable=False):
+        opt = real_opt(params, cfg, parts, capturable)
+        opt.defaults["foreach"] = False
+        for group in opt.param_groups:
+            group["foreach"] = False
+        return opt
+
+    train.flush_denormals = nullcontext
+    model.make_optimizer = per_tensor
+    try:
+        yield
+    finally:
+        train.flush_denormals, model.make_optimizer = real_flush, real_opt
+
+
+def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False) -> tuple:
+    """(median seconds per vgbench epoch, per floor epoch, per epoch with the speed-ups off
+    or None), interleaved; the first epoch of each is a warm-up. Layerwise: each stage's
+    first epoch is dropped too."""
     cfg = replace(registry.get(name).config, epochs=epochs + 1, stage_epochs=epochs + 1)
     device = splits.train_x.device
     plan = gemm_plan(cfg, len(splits.train_y), len(splits.val_y), cfg.probe_size)
     floors = [Floor(gemms, device) for _, gemms in plan]
-    run = train.Run(cfg, splits, name, registry.get(name).parts)
-    ours, floor_times = [], []
+    parts = registry.get(name).parts
+    run = train.Run(cfg, splits, name, parts)
+    old = None
+    if before:
+        with speedups_off():
+            old = train.Run(cfg, replace(splits, train_u8=None), name, parts)
+    ours, floor_times, old_times = [], [], []
     while not run.done:
         stage = min(run.epoch_no // cfg.epochs_per_stage, len(floors) - 1)
         floor_times.append(floors[stage].epoch())
         run.step()
         ours.append(run.history.epoch_time[-1])
-    if cfg.layerwise:  # per stage: drop the warm-up epoch of each stage
-        per = cfg.epochs_per_stage
-        ours = [t for i, t in enumerate(ours) if i % per]
-        floor_times = [t for i, t in enumerate(floor_times) if i % per]
-    else:
-        ours, floor_times = ours[1:], floor_times[1:]
-    return statistics.median(ours), statistics.median(floor_times)
+        if old is not None:
+            with speedups_off():
+                old.step()
+            old_times.append(old.history.epoch_time[-1])
+    keep = (lambda i: i % cfg.epochs_per_stage) if cfg.layerwise else (lambda i: i > 0)
+
+    def median(times):
+        return statistics.median([t for i, t in enumerate(times) if keep(i)]) if times else None
+    return median(ours), median(floor_times), median(old_times)
 
 
 def _torchvision_root(tmp: Path) -> Path:
@@ -183,6 +215,8 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=SUITE_THREADS,
                    help=f"torch threads (default {SUITE_THREADS}, as in the suite)")
+    p.add_argument("--before", action="store_true",
+                   help="also time each epoch with this version's CPU speed-ups off")
     p.add_argument("--course", action="store_true",
                    help="also time the course project's own loop (baseline)")
     args = p.parse_args()
@@ -192,14 +226,19 @@ def main() -> None:
     splits = data.split(data.load_cached(device=device), 42)
     rows = []
     for name in names:
-        ours, floor = remedy_vs_floor(name, splits, args.epochs)
-        rows.append([name, f"{floor * 1e3:.0f}", f"{ours * 1e3:.0f}", f"{ours / floor:.2f}"])
+        ours, floor, old = remedy_vs_floor(name, splits, args.epochs, args.before)
+        row = [name, f"{floor * 1e3:.0f}", f"{ours * 1e3:.0f}", f"{ours / floor:.2f}"]
+        if old is not None:
+            row += [f"{old * 1e3:.0f}", f"{old / floor:.2f}"]
+        rows.append(row)
         print(f"  {name}: {ours * 1e3:.0f} ms, floor {floor * 1e3:.0f} ms", flush=True)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"median of {args.epochs} epochs after a warm-up (train 54,000 + validation 6,000 "
           "+ probe 512)")
-    print(tabulate(rows, headers=["remedy", "floor ms/epoch", "vgbench ms/epoch",
-                                  "x floor"]))
+    headers = ["remedy", "floor ms/epoch", "vgbench ms/epoch", "x floor"]
+    if args.before:
+        headers += ["speed-ups off ms/epoch", "x floor"]
+    print(tabulate(rows, headers=headers))
     if args.course:
         with tempfile.TemporaryDirectory() as tmp:
             course = course_epochs(_torchvision_root(Path(tmp)), device, args.epochs)
