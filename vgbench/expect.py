@@ -16,6 +16,8 @@ METRICS = {
     "max_train_acc": "highest train accuracy over all epochs",
     "final_train_loss": "train loss of the last epoch (mean over its batches)",
     "grad_ratio_init": "first-layer / output-layer weight-gradient norm at init",
+    "grad_ratio_init_rms": "the same ratio of per-example RMS norms at init, in float64 (deep "
+                           "sigmoid nets' first layers underflow float32 near 40 layers)",
     "grad_ratio_final": "first-layer / output-layer weight-gradient norm after the last epoch",
     "grad_gain_init": "grad_ratio_init over the baseline's, same seed and probe batch",
     "first_layer_change": "||W1 - W1_0|| / ||W1_0|| after the last epoch",
@@ -53,6 +55,9 @@ def metrics(h: History, baseline_ratio_init: float | None = None) -> dict[str, f
         m["output_layer_change"] = d["weight_change"][-1][-1]
         sat = [v for v in d["saturation"][0] if v is not None]
         m["saturation_init"] = sum(sat) / len(sat) if sat else None
+        if h.init_profile and h.init_profile["grad_rms"][-1]:
+            rms = h.init_profile["grad_rms"]
+            m["grad_ratio_init_rms"] = rms[0] / rms[-1]
         if baseline_ratio_init and h.grad_ratio_init is not None:
             m["grad_gain_init"] = h.grad_ratio_init / baseline_ratio_init
     return m
@@ -96,7 +101,8 @@ class Check:
         text = f"{self.metric} {self.op} {value}"
         if self.depths is not None:
             lo, hi = self.depths
-            text += f" at depth {lo or 1}..{hi if hi is not None else ''}"
+            text += (f" at depth {lo}" if lo == hi else f" at depth >= {lo}" if hi is None
+                     else f" at depth <= {hi}" if lo is None else f" at depth {lo}..{hi}")
         return text
 
     def holds(self, observed: float | None) -> bool:

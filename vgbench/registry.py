@@ -122,6 +122,7 @@ reaches this within the budget."""
 _Q = f"quick ({QUICK_EPOCHS} epochs), seeds 42-44"
 _F = "full (100 epochs), seeds 42-44"
 _INTEL = "Intel"
+_S = "sweep (30 epochs), seeds 42-44 Intel"
 _MOVED = ("proof that it trained: a pipeline that never steps leaves it at 0, and one "
           "baseline SGD step already moves it 2.6e-3")
 _LN10 = "ln(10) = 2.3026 is a uniform guess, an untrained net sits within 0.1 of it, so "\
@@ -148,6 +149,13 @@ _COURSE = [
             Check("output_layer_change", ">=", 1e-4, f"{_Q} {_INTEL}: 0.064..0.106; {_MOVED}"),
             Check("final_train_loss", "<=", 2.5, f"{_Q} {_INTEL}: 2.303 all; {_LN10}"),
         ),
+        sweep=(
+            Check("whole_val_acc", "<=", 0.30, f"{_S}: 0.119..0.211; margin 0.09", (3, 3)),
+            Check("whole_val_acc", "<=", 0.15, f"{_S}: 0.102..0.107; chance + 0.05", (7, None)),
+            Check("grad_ratio_init_rms", "<=", 1e-4, f"{_S}: 2.6e-6 at 7, less deeper; 38x",
+                  (7, None)),
+            Check("output_layer_change", ">=", 1e-4, f"{_S}: 0.064..0.107; {_MOVED}"),
+        ),
     ),
     Remedy(
         "init_std1", "weights ~ N(0, 1.0): larger init keeps gradients alive",
@@ -160,6 +168,11 @@ _COURSE = [
             Check("test_acc", ">=", 0.30, f"{_Q}: 0.422..0.502; margin 0.12"),
             Check("grad_gain_init", ">=", 1e3, "seeds 42-46: 2.1e4..6.0e4 x baseline; 20x"),
         ),
+        sweep=(
+            Check("whole_val_acc", ">=", 0.55, f"{_S}: 0.627..0.684; margin 0.077"),
+            Check("grad_ratio_init_rms", ">=", 0.3, f"{_S}: 1.36..10.5; 4.5x margin"),
+        ),
+        deeper_than=("baseline", "relu", "adam"),
     ),
     Remedy(
         "init_std10", "weights ~ N(0, 10.0): too large, sigmoids saturate",
@@ -178,6 +191,12 @@ _COURSE = [
             Check("saturation_init", ">=", 0.9, "seeds 42-46: 0.971..0.973; margin 0.07"),
             Check("output_layer_change", ">=", 1e-4, f"{_Q} {_INTEL}: 0.022..0.033; {_MOVED}"),
         ),
+        sweep=(
+            Check("whole_val_acc", "<=", 0.35, f"{_S}: 0.178..0.267; margin 0.083", (3, 7)),
+            Check("whole_val_acc", "<=", 0.15, f"{_S}: 0.102..0.110; chance + 0.04", (15, None)),
+            Check("saturation_init", ">=", 0.9, f"{_S}: 0.970..0.973; margin 0.07"),
+            Check("output_layer_change", ">=", 1e-4, f"{_S}: 0.028..0.094; {_MOVED}"),
+        ),
     ),
     Remedy(
         "relu", "ReLU instead of Sigmoid (small init)",
@@ -191,6 +210,16 @@ _COURSE = [
             Check("grad_ratio_init", ">=", 0.1, "seeds 42-46: 1.07..1.40; 10x margin"),
             Check("grad_gain_init", ">=", 1e4, "seeds 42-46: 1.9e5..4.3e5 x baseline; 19x"),
         ),
+        # with small init its ratio stays near 1 at any depth, yet from depth 15 its
+        # gradients are so small that the output layer barely moves in 30 epochs
+        sweep=(
+            Check("whole_val_acc", ">=", 0.65, f"{_S}: 0.794..0.806; margin 0.144", (3, 3)),
+            Check("whole_val_acc", "<=", 0.15, f"{_S}: 0.090..0.095; chance + 0.05", (15, None)),
+            Check("grad_ratio_init_rms", ">=", 0.1, f"{_S}: 0.77..1.70; 7.7x margin"),
+            Check("output_layer_change", "<=", 1e-3, f"{_S}: 6.6e-7..6.0e-5; 17x margin",
+                  (15, None)),
+        ),
+        deeper_than=("baseline",),
     ),
     Remedy(
         "adam", "Adam lr 1e-3 instead of SGD (sigmoid, small init)",
@@ -205,6 +234,11 @@ _COURSE = [
             Check("first_layer_change", ">=", 0.1, f"{_Q}: 1.04..1.25; 10x margin"),
             Check("grad_ratio_final", ">=", 1e-2, f"{_Q}: 0.116..0.139; 11x margin"),
         ),
+        sweep=(
+            Check("whole_val_acc", ">=", 0.75, f"{_S}: 0.842..0.889; margin 0.092", (3, 7)),
+            Check("whole_val_acc", "<=", 0.15, f"{_S}: 0.104..0.110; chance + 0.04", (15, None)),
+        ),
+        deeper_than=("baseline", "relu"),
     ),
     Remedy(
         "batchnorm", "BatchNorm1d between each hidden Linear and its Sigmoid",
@@ -217,6 +251,11 @@ _COURSE = [
             Check("test_acc", ">=", 0.70, f"{_Q}: 0.775..0.777; margin 0.075"),
             Check("grad_ratio_init", ">=", 1e-2, "seeds 42-46: 0.47..0.88; 47x margin"),
         ),
+        sweep=(
+            Check("whole_val_acc", ">=", 0.75, f"{_S}: 0.827..0.879; margin 0.077"),
+            Check("grad_ratio_init_rms", ">=", 0.1, f"{_S}: 0.69..1.78; 6.9x margin"),
+        ),
+        deeper_than=("baseline", "relu", "adam", "custom_norm", "skip", "gradnorm"),
     ),
     Remedy(
         "custom_norm", "parameter-free (x - mean) / std over the batch, BatchNorm position",
@@ -230,6 +269,11 @@ _COURSE = [
             Check("grad_gain_init", ">=", 100, "seeds 42-46: 183..924 x baseline; 1.8x"),
             Check("grad_ratio_init", ">=", 5e-4, "seeds 42-46: 1.1e-3..3.1e-3; 2.2x margin"),
         ),
+        sweep=(
+            Check("whole_val_acc", ">=", 0.70, f"{_S}: 0.822..0.823; margin 0.12", (3, 3)),
+            Check("whole_val_acc", "<=", 0.25, f"{_S}: 0.107..0.170; margin 0.08", (7, None)),
+        ),
+        deeper_than=("baseline",),
     ),
     Remedy(
         "skip", "residual adds: h3 += h1, h7 += h4 (small init)",
@@ -242,6 +286,14 @@ _COURSE = [
             Check("grad_ratio_init", ">=", 5e-3, "seeds 42-46: 1.7e-2..2.4e-2; 3.4x margin"),
             Check("grad_ratio_final", ">=", 1e-2, f"{_Q}: 7.6e-2..7.9e-2; 7.6x margin"),
         ),
+        sweep=(
+            Check("whole_val_acc", ">=", 0.60, f"{_S}: 0.733..0.741; margin 0.133", (3, 3)),
+            Check("whole_val_acc", ">=", 0.35, f"{_S}: 0.436..0.504; margin 0.086", (7, 7)),
+            Check("whole_val_acc", "<=", 0.15, f"{_S}: 0.102..0.110; chance + 0.04", (15, None)),
+            Check("grad_ratio_init_rms", ">=", 1e-5, f"{_S}: 7.8e-5 at 15, more above; 7.8x",
+                  (3, 15)),
+        ),
+        deeper_than=("baseline",),
     ),
     Remedy(
         "layerwise", "train blocks of 2, 2, 2, 1 layers in stages, then the whole net",
@@ -254,6 +306,12 @@ _COURSE = [
         ),
         quick=(
             Check("best_val_acc", ">=", 0.20, f"{_Q} x 4 stages: 0.265..0.315; margin 0.065"),
+        ),
+        # the first stage's two-layer net learns at any depth; the whole net does not
+        sweep=(
+            Check("best_val_acc", ">=", 0.40, f"{_S}: 0.476..0.550; margin 0.076"),
+            Check("whole_val_acc", "<=", 0.45, f"{_S}: 0.313..0.356; margin 0.094", (3, 3)),
+            Check("whole_val_acc", "<=", 0.15, f"{_S}: 0.102..0.110; chance + 0.04", (7, None)),
         ),
     ),
     Remedy(
@@ -270,6 +328,12 @@ _COURSE = [
             Check("grad_ratio_init", ">=", 100, "seeds 42-46: 3.0e3..6.4e3; 30x margin"),
             Check("first_layer_change", ">=", 1.0, f"{_Q}: 4.2..5.5; 4x margin"),
         ),
+        sweep=(
+            Check("whole_val_acc", ">=", 0.75, f"{_S}: 0.868..0.877; margin 0.118", (3, 3)),
+            Check("whole_val_acc", "<=", 0.20, f"{_S}: 0.107..0.126; margin 0.074", (7, None)),
+            Check("grad_ratio_init_rms", ">=", 300, f"{_S}: 3.0e3..3.3e3; 10x margin"),
+        ),
+        deeper_than=("baseline",),
     ),
     Remedy(
         "gradnorm_pre", "normalize the backward gradient between Linear and activation",
@@ -285,6 +349,11 @@ _COURSE = [
             Check("grad_ratio_init", ">=", 1e3, "seeds 42-46: 1.3e4..2.8e4; 13x margin"),
             Check("first_layer_change", ">=", 5.0, f"{_Q}: 18.9..24.5; 3.8x margin"),
             Check("output_layer_change", ">=", 1e-4, f"{_Q} {_INTEL}: 0.082..0.113; {_MOVED}"),
+        ),
+        sweep=(
+            Check("whole_val_acc", "<=", 0.15, f"{_S}: 0.107..0.110; chance + 0.04"),
+            Check("grad_ratio_init_rms", ">=", 1e3, f"{_S}: 1.30e4..1.40e4; 13x margin"),
+            Check("output_layer_change", ">=", 1e-4, f"{_S}: 0.050..0.115; {_MOVED}"),
         ),
     ),
 ]
