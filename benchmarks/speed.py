@@ -6,9 +6,9 @@ For each remedy, in one process and interleaved (floor, remedy, floor, remedy, .
     transposes and the same thread count, on preallocated tensors: no autograd, no
     elementwise work, no data movement;
 (b) one vgbench epoch (train + validation + probe), as Run.step times it;
-(c) with --before, the same epoch with this version's CPU speed-ups switched off (float32
-    batch gathers instead of bytes, per-tensor optimizer steps, denormals not flushed):
-    what the loop cost before them, measured side by side.
+(c) with --before, the same epoch with this version's CPU speed-ups switched off
+    (denormals not flushed, per-tensor optimizer steps): what the loop cost before them,
+    measured side by side.
 Prints ms per epoch (medians) and the multiple of the floor. With --course, also the course
 project's own loop (torchvision DataLoader, a `.item()` per batch) for the baseline.
 
@@ -139,7 +139,7 @@ def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False) -> tup
     old = None
     if before:
         with speedups_off():
-            old = train.Run(cfg, replace(splits, train_u8=None), name, parts)
+            old = train.Run(cfg, splits, name, parts)
     ours, floor_times, old_times = [], [], []
     while not run.done:
         stage = min(run.epoch_no // cfg.epochs_per_stage, len(floors) - 1)

@@ -81,7 +81,7 @@ class BatchedRun:
     def _gather(self, perms: list[torch.Tensor], lo: int, hi: int):
         """Each seed's batch from its own split and shuffle: (K, batch, 784), (K, batch)."""
         idx = [p[lo:hi] for p in perms]
-        x = torch.stack([r.s.train_batch(i) for r, i in zip(self.runs, idx)])
+        x = torch.stack([r.s.train_x.index_select(0, i) for r, i in zip(self.runs, idx)])
         y = torch.stack([r.s.train_y.index_select(0, i) for r, i in zip(self.runs, idx)])
         return x, y
 

@@ -311,7 +311,7 @@ class Run:
     def _train_step(self, idx: torch.Tensor, zero_grad: bool = True) -> None:
         """One optimizer step on the batch idx, accumulating its loss and hits on the device
         (no host sync), as a CUDA graph can capture it."""
-        x, y = self.s.train_batch(idx), self.s.train_y.index_select(0, idx)
+        x, y = self.s.train_x.index_select(0, idx), self.s.train_y.index_select(0, idx)
         logits = self.net(x)
         loss = F.cross_entropy(logits, y)
         if zero_grad:
