@@ -129,7 +129,7 @@ def test_trainable_depth_and_orderings(monkeypatch):
     [e] = harness.depth_expectations(records, harness.Settings(budget="sweep", epochs=2))
     assert e["held"] is None and "needs the sweep budget" in e["why"]
     assert harness.format_expectations([e])[0].startswith("batchnorm trains deeper than baseline:"
-                                                          " not evaluated")
+                                                          " not evaluated: needs")
 
 
 def test_a_value_from_another_machine_is_kept_beside_the_first(tmp_path):
@@ -167,3 +167,11 @@ def test_a_useless_tolerance_is_unchecked(tmp_path):
     c.run([dict(record(seed=44, acc=0.3))], harness.Settings(budget="quick"))
     row = next(r for r in c.rows if r[1] == "test_acc")
     assert row[-1] == "unchecked" and "cannot tell a stalled net" in c.report()
+
+
+def test_a_ratio_that_underflowed_is_not_saved(tmp_path):
+    """A float32 ratio of 0 at depth is an underflow; the reference keeps what it can use."""
+    path = reference.save(tmp_path / "r.json", [record(ratio=(0.0, 1.0))],
+                          harness.Settings(budget="quick"))
+    entry = reference.load(path)["budgets"]["quick"]["remedies"]["relu"]
+    assert "grad_ratio_init" not in entry and entry["grad_ratio_final"]["values"] == {"42": 1.0}

@@ -475,7 +475,7 @@ def format_expectations(expectations: list[dict]) -> list[str]:
     lines = []
     for e in expectations:
         if e["held"] is None:
-            lines.append(f"{e['text']}: not evaluated ({e['why']})")
+            lines.append(f"{e['text']}: not evaluated: {e['why']}")
         else:
             lines.append(f"{e['text']}: {'held' if e['held'] else 'FAILED'} ({e['detail']})")
     return lines

@@ -152,9 +152,15 @@ def check_save_target(path: str | Path) -> None:
     files.check_writable(path.parent if str(path.parent) else ".", "--vg-save folder")
 
 
+def _usable(metric: str, v) -> bool:
+    """A value the reference can hold: finite, and for a ratio (compared in decades) > 0
+    (a float32 ratio of 0 is an underflow at depth, not a measurement)."""
+    return v is not None and math.isfinite(v) and (METRICS[metric] == "abs" or v > 0)
+
+
 def _values(records: list[dict], metric: str) -> dict[str, float]:
-    return {str(r["seed"]): r["metrics"].get(metric) for r in records
-            if r["metrics"].get(metric) is not None}
+    return {str(r["seed"]): r["metrics"][metric] for r in records
+            if _usable(metric, r["metrics"].get(metric))}
 
 
 def _scale(metric: str, v: float) -> float:
@@ -221,7 +227,7 @@ def _merge_record(entry: dict, envs: dict, r: dict) -> None:
     primary = not known or _same_env(envs.get(seed), env)
     for metric in METRICS:
         v = r["metrics"].get(metric)
-        if v is None:
+        if not _usable(metric, v):
             continue
         m = entry.setdefault(metric, {"values": {}})
         if primary or seed not in m["values"]:
