@@ -63,13 +63,41 @@ def expect(f: Callable[[np.ndarray], np.ndarray], q: np.ndarray | float) -> np.n
     return (f(h) * _WEIGHTS).sum(-1)
 
 
+Q_GAUSS_HERMITE = 10.0
+"""Up to this variance the Gauss-Hermite nodes (0.16 sqrt(q) apart near 0) resolve the
+activations' kinks and bends, which live on a scale of 1. Beyond it (saturated inits such
+as N(0, 10): q ~ 3000) the integral runs on a fine grid in h (step <= 0.05), at a few
+dozen values of q between which the moments are interpolated."""
+_Q_STEPS = 48
+
+
+def _fine_moments(both, q: float) -> tuple[float, float]:
+    """(E[phi^2], E[phi'^2]) at one large q: trapezoid on h in [-8 sqrt(q), 8 sqrt(q)]."""
+    sd = math.sqrt(q)
+    h = np.linspace(-8 * sd, 8 * sd, int(16 * sd / min(0.05, sd / 50)) + 1)
+    density = np.exp(-h ** 2 / (2 * q)) / math.sqrt(2 * math.pi * q)
+    y, dy = both(h)
+    return (float(np.trapezoid(y ** 2 * density, h)),
+            float(np.trapezoid(dy ** 2 * density, h)))
+
+
 def moments(activation, q: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """(E[phi(h)^2], E[phi'(h)^2]) for h ~ N(0, q)."""
+    """(E[phi(h)^2], E[phi'(h)^2]) for h ~ N(0, q); q may be an array (per example)."""
     both = phi_and_derivative(activation)
-    q = np.asarray(q, dtype=np.float64)
-    y, dy = both(np.sqrt(q)[..., None] * _NODES)
+    shape = np.shape(q)
+    q = np.atleast_1d(np.asarray(q, dtype=np.float64))
     with np.errstate(over="ignore", invalid="ignore"):  # an exploding net: inf is the answer
-        return (y ** 2 * _WEIGHTS).sum(-1), (dy ** 2 * _WEIGHTS).sum(-1)
+        y, dy = both(np.sqrt(q)[..., None] * _NODES)
+        e_phi2, e_dphi2 = (y ** 2 * _WEIGHTS).sum(-1), (dy ** 2 * _WEIGHTS).sum(-1)
+        large = np.isfinite(q) & (q > Q_GAUSS_HERMITE)
+        if large.any():
+            lo, hi = q[large].min(), q[large].max()
+            grid = np.geomspace(lo, hi, _Q_STEPS) if hi > lo * (1 + 1e-9) else np.array([lo])
+            fine = np.array([_fine_moments(both, g) for g in grid])  # (steps, 2)
+            for k, out in enumerate((e_phi2, e_dphi2)):
+                out[large] = (np.interp(np.log(q[large]), np.log(grid), fine[:, k])
+                              if len(grid) > 1 else fine[0, k])
+    return e_phi2.reshape(shape), e_dphi2.reshape(shape)
 
 
 def qmap(activation, sigma_w2: float, sigma_b2: float, q: np.ndarray | float) -> np.ndarray:
