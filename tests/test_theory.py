@@ -66,6 +66,19 @@ def test_quadrature_of_a_saturated_sigmoid():
     assert e_dphi2[1] == pytest.approx(theory.moments("sigmoid", 0.5)[1])  # small q: GH
 
 
+def test_quadrature_of_an_exploding_init():
+    """A diverging user remedy (N(0, 1e6) weights) has q ~ 1e15: the integral must stay a
+    few thousand points (a uniform 0.05 grid over 8 sigma would need ~1e10 and exhaust
+    memory) and still meet the closed forms and the sigmoid's 1/sqrt(q) slope law."""
+    for q in (1e6, 1e9, 1e15):
+        e_phi2, e_dphi2 = theory.moments("relu", q)
+        assert e_phi2 == pytest.approx(q / 2, rel=1e-4)  # 1.7e-5 measured (geometric tail)
+        assert e_dphi2 == pytest.approx(0.5, rel=1e-4)
+        # E[sigmoid'(h)^2] -> (int s'^2 dh) / sqrt(2 pi q) = (1/6) / sqrt(2 pi q)
+        assert theory.moments("sigmoid", q)[1] == pytest.approx(
+            1 / 6 / math.sqrt(2 * math.pi * q), rel=1e-3)
+
+
 def test_fixed_point_and_depth_scale():
     q_star = theory.fixed_point("sigmoid", 1 / 3, 1 / (3 * 128))
     assert theory.qmap("sigmoid", 1 / 3, 1 / (3 * 128), q_star) == pytest.approx(q_star)

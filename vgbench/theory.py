@@ -71,10 +71,21 @@ dozen values of q between which the moments are interpolated."""
 _Q_STEPS = 48
 
 
+_DENSE_TO = 1000.0
+"""The fine grid's uniform part reaches |h| <= 1000; beyond, where every activation is
+linear or constant, it steps geometrically (1% apart), so that even an exploding init
+(q ~ 1e12) integrates on a few thousand points instead of billions."""
+
+
 def _fine_moments(both, q: float) -> tuple[float, float]:
     """(E[phi^2], E[phi'^2]) at one large q: trapezoid on h in [-8 sqrt(q), 8 sqrt(q)]."""
     sd = math.sqrt(q)
-    h = np.linspace(-8 * sd, 8 * sd, int(16 * sd / min(0.05, sd / 50)) + 1)
+    reach = 8 * sd
+    dense = min(reach, _DENSE_TO)
+    h = np.linspace(-dense, dense, int(2 * dense / min(0.05, sd / 50)) + 1)
+    if reach > dense:
+        tail = np.geomspace(dense, reach, int(math.log(reach / dense) / math.log(1.01)) + 2)[1:]
+        h = np.concatenate([-tail[::-1], h, tail])
     density = np.exp(-h ** 2 / (2 * q)) / math.sqrt(2 * math.pi * q)
     y, dy = both(h)
     return (float(np.trapezoid(y ** 2 * density, h)),
