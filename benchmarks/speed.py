@@ -5,15 +5,21 @@ For each remedy, in one process and interleaved (floor, remedy, floor, remedy, .
     forward, the diagnostics probe's forward and backward), with the same shapes, the same
     transposes and the same thread count, on preallocated tensors: no autograd, no
     elementwise work, no data movement;
-(b) one vgbench epoch (train + validation + probe), as Run.step times it;
-(c) with --before, the same epoch with this version's CPU speed-ups switched off
+(b) ops alone (CPU): every aten op the epoch calls (recorded during the warm-up epoch with a
+    dispatch mode: GEMMs, elementwise, reductions, the batch gather, the optimizer's foreach
+    ops, views), each replayed warm on copies of its recorded inputs and timed in a loop,
+    times its count: what the epoch's own arithmetic costs with no autograd, no Python module
+    calls, nothing between the ops (each call still pays one dispatch, about a microsecond);
+(c) one vgbench epoch (train + validation + probe), as Run.step times it;
+(d) with --before, the same epoch with this version's CPU speed-ups switched off
     (denormals not flushed, per-tensor optimizer steps): what the loop cost before them,
     measured side by side.
-Prints ms per epoch (medians) and the multiple of the floor. With --course, also the course
+Prints ms per epoch (medians) and the multiple of the floor; --ops N lists each remedy's N
+costliest non-GEMM ops (where the time beyond the floor goes). With --course, also the course
 project's own loop (torchvision DataLoader, a `.item()` per batch) for the baseline.
 
     python benchmarks/speed.py --all [--before] [--epochs 3] [--device auto] [--threads 1]
-    python benchmarks/speed.py --remedy baseline --remedy custom_norm
+    python benchmarks/speed.py --remedy baseline --remedy custom_norm --ops 8
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections import Counter
 from contextlib import contextmanager, nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tabulate import tabulate
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 from torch.utils.data import DataLoader, random_split
 
 from vgbench import data, model, registry, train
@@ -106,6 +115,60 @@ class Floor:
         return time.perf_counter() - t0
 
 
+GEMM_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "mv", "addmv", "addmm_", "matmul"})
+"""aten ops the floor stands for (by overload packet name)."""
+
+
+def _spec(x) -> object:
+    if isinstance(x, torch.Tensor):
+        return (tuple(x.shape), x.stride(), x.dtype, x.device.type)
+    return repr(x)
+
+
+class OpsAlone(TorchDispatchMode):
+    """Records every aten op run under it (one copy of the inputs per distinct signature:
+    op, shapes, strides, dtypes, scalar arguments; and how often it ran); `seconds()` replays
+    each warm and returns {op name: seconds for all its calls}."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: dict = {}  # signature -> [op, args, kwargs, count]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        key = (func, repr(tree_map(_spec, (args, kwargs))))
+        if key in self.calls:
+            self.calls[key][3] += 1
+        else:
+            # inputs copied before the op runs: in-place ops replay on what they saw
+            copy = (lambda x: x.detach().clone() if isinstance(x, torch.Tensor) else x)
+            self.calls[key] = [func, tree_map(copy, args), tree_map(copy, kwargs), 1]
+        return func(*args, **kwargs)
+
+    @property
+    def n_calls(self) -> int:
+        return sum(c[3] for c in self.calls.values())
+
+    def seconds(self, reps: int = 10, loops: int = 5) -> Counter:
+        """{op: seconds}: each signature's median over `loops` loops of `reps` warm calls, times
+        its count; views and other metadata-only ops under 'views'."""
+        out = Counter()
+        with train.flush_denormals():
+            for func, args, kwargs, count in self.calls.values():
+                name = func.overloadpacket.__name__
+                for _ in range(2):
+                    func(*args, **kwargs)
+                per_call = []
+                for _ in range(loops):
+                    t0 = time.perf_counter()
+                    for _ in range(reps):
+                        func(*args, **kwargs)
+                    per_call.append((time.perf_counter() - t0) / reps)
+                out["views" if func.is_view or name == "detach" else name] += (
+                    statistics.median(per_call) * count)
+        return out
+
+
 @contextmanager
 def speedups_off():
     """This version's CPU speed-ups switched off, for a before/after in one process."""
@@ -126,10 +189,25 @@ def speedups_off():
         train.flush_denormals, model.make_optimizer = real_flush, real_opt
 
 
-def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False) -> tuple:
-    """(median seconds per vgbench epoch, per floor epoch, per epoch with the speed-ups off
-    or None), interleaved; the first epoch of each is a warm-up. Layerwise: each stage's
-    first epoch is dropped too."""
+@dataclass
+class Timing:
+    """One remedy's medians, seconds per epoch."""
+
+    ours: float
+    floor: float
+    ops: float | None = None
+    """ops alone (CPU only)"""
+    before: float | None = None
+    by_op: Counter = field(default_factory=Counter)
+    """ops alone per aten op, weighted as the medians are"""
+    calls: int = 0
+    """aten op calls per epoch"""
+
+
+def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False) -> Timing:
+    """Medians of the vgbench epoch, the floor, the ops alone (CPU) and, with `before`, the
+    epoch with the speed-ups off; floor and epochs interleaved; the first epoch of each is a
+    warm-up (each stage's first, layerwise), and the ops are recorded during it."""
     cfg = replace(registry.get(name).config, epochs=epochs + 1, stage_epochs=epochs + 1)
     device = splits.train_x.device
     plan = gemm_plan(cfg, len(splits.train_y), len(splits.val_y), cfg.probe_size)
@@ -140,21 +218,42 @@ def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False) -> tup
     if before:
         with speedups_off():
             old = train.Run(cfg, splits, name, parts)
-    ours, floor_times, old_times = [], [], []
+    per_stage = cfg.epochs_per_stage if cfg.layerwise else cfg.total_epochs
+    ours, floor_times, old_times, stages, recorders = [], [], [], [], []
     while not run.done:
         stage = min(run.epoch_no // cfg.epochs_per_stage, len(floors) - 1)
+        stages.append(stage)
         floor_times.append(floors[stage].epoch())
-        run.step()
+        warm_up = run.epoch_no % per_stage == 0
+        if warm_up and device.type == "cpu":
+            recorders.append(OpsAlone())
+            with recorders[-1]:
+                run.step()
+        else:
+            run.step()
         ours.append(run.history.epoch_time[-1])
         if old is not None:
             with speedups_off():
                 old.step()
             old_times.append(old.history.epoch_time[-1])
-    keep = (lambda i: i % cfg.epochs_per_stage) if cfg.layerwise else (lambda i: i > 0)
+    kept = [i for i in range(len(ours)) if i % per_stage]
+    n_stage = stages[-1] + 1
 
     def median(times):
-        return statistics.median([t for i, t in enumerate(times) if keep(i)]) if times else None
-    return median(ours), median(floor_times), median(old_times)
+        """Each stage's median, averaged over the stages (they run as many epochs each)."""
+        if not times:
+            return None
+        return statistics.fmean(statistics.median(times[i] for i in kept if stages[i] == k)
+                                for k in range(n_stage))
+    t = Timing(median(ours), median(floor_times), before=median(old_times))
+    if recorders:
+        by_stage = [r.seconds() for r in recorders]
+        t.ops = statistics.fmean(sum(ops.values()) for ops in by_stage)
+        for ops in by_stage:
+            for op, sec in ops.items():
+                t.by_op[op] += sec / n_stage
+        t.calls = round(statistics.fmean(r.n_calls for r in recorders))
+    return t
 
 
 def _torchvision_root(tmp: Path) -> Path:
@@ -217,6 +316,8 @@ def main() -> None:
                    help=f"torch threads (default {SUITE_THREADS}, as in the suite)")
     p.add_argument("--before", action="store_true",
                    help="also time each epoch with this version's CPU speed-ups off")
+    p.add_argument("--ops", type=int, default=0, metavar="N",
+                   help="list each remedy's N costliest non-GEMM ops (CPU)")
     p.add_argument("--course", action="store_true",
                    help="also time the course project's own loop (baseline)")
     args = p.parse_args()
@@ -224,26 +325,40 @@ def main() -> None:
     device = train.resolve_device(args.device)
     names = registry.names() if args.all else args.remedy or ["baseline"]
     splits = data.split(data.load_cached(device=device), 42)
-    rows = []
+    rows, timings = [], {}
     for name in names:
-        ours, floor, old = remedy_vs_floor(name, splits, args.epochs, args.before)
-        row = [name, f"{floor * 1e3:.0f}", f"{ours * 1e3:.0f}", f"{ours / floor:.2f}"]
-        if old is not None:
-            row += [f"{old * 1e3:.0f}", f"{old / floor:.2f}"]
+        t = timings[name] = remedy_vs_floor(name, splits, args.epochs, args.before)
+        row = [name, f"{t.floor * 1e3:.0f}"]
+        if t.ops is not None:
+            row += [f"{t.ops * 1e3:.0f}", f"{t.ops / t.floor:.2f}"]
+        row += [f"{t.ours * 1e3:.0f}", f"{t.ours / t.floor:.2f}"]
+        if t.before is not None:
+            row += [f"{t.before * 1e3:.0f}", f"{t.before / t.floor:.2f}"]
         rows.append(row)
-        print(f"  {name}: {ours * 1e3:.0f} ms, floor {floor * 1e3:.0f} ms", flush=True)
+        line = f"  {name}: {t.ours * 1e3:.0f} ms, floor {t.floor * 1e3:.0f} ms"
+        if t.ops is not None:
+            gemm = sum(v for k, v in t.by_op.items() if k in GEMM_OPS)
+            line += (f", ops alone {t.ops * 1e3:.0f} ms ({t.calls} calls; GEMMs among them "
+                     f"{gemm * 1e3:.0f} ms)")
+        print(line, flush=True)
+        rest = [(k, v) for k, v in t.by_op.most_common() if k not in GEMM_OPS]
+        for op, sec in rest[:args.ops]:
+            print(f"      {op:32s} {sec * 1e3:7.1f} ms  {sec / t.floor:.3f} x floor")
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"median of {args.epochs} epochs after a warm-up (train 54,000 + validation 6,000 "
           "+ probe 512)")
-    headers = ["remedy", "floor ms/epoch", "vgbench ms/epoch", "x floor"]
+    headers = ["remedy", "floor ms/epoch"]
+    if device.type == "cpu":
+        headers += ["ops alone ms/epoch", "x floor"]
+    headers += ["vgbench ms/epoch", "x floor"]
     if args.before:
         headers += ["speed-ups off ms/epoch", "x floor"]
-    print(tabulate(rows, headers=headers))
+    print(tabulate(rows, headers=headers, disable_numparse=True))
     if args.course:
         with tempfile.TemporaryDirectory() as tmp:
             course = course_epochs(_torchvision_root(Path(tmp)), device, args.epochs)
         c = statistics.median(course)
-        base = next((float(r[2]) for r in rows if r[0] == "baseline"), None)
+        base = timings["baseline"].ours * 1e3 if "baseline" in timings else None
         print(f"course loop (baseline) s/epoch: {' '.join(f'{t:.2f}' for t in course)}, "
               f"median {c:.2f}" + (f"; vgbench is {c * 1e3 / base:.1f}x faster"
                                    if base else ""))
