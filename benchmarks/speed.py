@@ -199,7 +199,7 @@ class Timing:
     """ops alone (CPU only)"""
     before: float | None = None
     by_op: Counter = field(default_factory=Counter)
-    """ops alone per aten op, weighted as the medians are"""
+    """ops alone per aten op, averaged over the stages as the medians are"""
     calls: int = 0
     """aten op calls per epoch"""
 
@@ -218,13 +218,12 @@ def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False) -> Tim
     if before:
         with speedups_off():
             old = train.Run(cfg, splits, name, parts)
-    per_stage = cfg.epochs_per_stage if cfg.layerwise else cfg.total_epochs
     ours, floor_times, old_times, stages, recorders = [], [], [], [], []
     while not run.done:
         stage = min(run.epoch_no // cfg.epochs_per_stage, len(floors) - 1)
         stages.append(stage)
         floor_times.append(floors[stage].epoch())
-        warm_up = run.epoch_no % per_stage == 0
+        warm_up = run.epoch_no % cfg.epochs_per_stage == 0
         if warm_up and device.type == "cpu":
             recorders.append(OpsAlone())
             with recorders[-1]:
@@ -236,7 +235,7 @@ def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False) -> Tim
             with speedups_off():
                 old.step()
             old_times.append(old.history.epoch_time[-1])
-    kept = [i for i in range(len(ours)) if i % per_stage]
+    kept = [i for i in range(len(ours)) if i % cfg.epochs_per_stage]
     n_stage = stages[-1] + 1
 
     def median(times):

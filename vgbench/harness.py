@@ -441,14 +441,13 @@ def depth_expectations(records: list[dict], settings: "Settings",
     seed both remedies ran."""
     swept = [r for r in records if r.get("swept")]
     ran = {r["remedy"] for r in swept}
+    as_declared = (settings.budget == "sweep" and settings.epochs is None and not settings.limit
+                   and set(registry.SWEEP_DEPTHS) <= set(settings.sweep_depths))
     out = []
     for name in [n for n in registry.names() if n in ran]:
-        for other in registry.get(name).deeper_than:
+        for other in [o for o in registry.get(name).deeper_than if o in ran]:
             text = f"{name} trains deeper than {other}"
-            if other not in ran:
-                continue
-            if (settings.budget != "sweep" or settings.epochs is not None or settings.limit
-                    or not set(registry.SWEEP_DEPTHS) <= set(settings.sweep_depths)):
+            if not as_declared:
                 out.append({"text": text, "held": None,
                             "why": f"needs the sweep budget as declared (depths "
                                    f"{', '.join(map(str, registry.SWEEP_DEPTHS))}, "
