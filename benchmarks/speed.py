@@ -43,6 +43,7 @@ from torch.utils._pytree import tree_map
 from torch.utils.data import DataLoader, random_split
 
 from vgbench import data, model, registry, train
+from vgbench.config import option_type
 from vgbench.model import IN_DIM, N_CLASS, build
 
 SUITE_THREADS = 1
@@ -308,14 +309,16 @@ def course_epochs(root: Path, device: torch.device, epochs: int) -> list[float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--all", action="store_true", help="every remedy of the registry")
-    p.add_argument("--remedy", action="append", default=[], help="this remedy (repeatable)")
-    p.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up")
+    p.add_argument("--remedy", action="append", default=[], choices=registry.names(),
+                   metavar="NAME", help="this remedy (repeatable)")
+    p.add_argument("--epochs", type=option_type(lo=1), default=3,
+                   help="timed epochs after one warm-up")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=SUITE_THREADS,
+    p.add_argument("--threads", type=option_type(lo=1), default=SUITE_THREADS,
                    help=f"torch threads (default {SUITE_THREADS}, as in the suite)")
     p.add_argument("--before", action="store_true",
                    help="also time each epoch with this version's CPU speed-ups off")
-    p.add_argument("--ops", type=int, default=0, metavar="N",
+    p.add_argument("--ops", type=option_type(lo=0), default=0, metavar="N",
                    help="list each remedy's N costliest non-GEMM ops (CPU)")
     p.add_argument("--course", action="store_true",
                    help="also time the course project's own loop (baseline)")
