@@ -10,14 +10,26 @@ from tests.test_train import tiny_splits, without_times
 from vgbench import registry, train
 from vgbench.config import Config
 from vgbench.model import build
-from vgbench.diagnostics import HIDDEN_METRICS, LAYER_METRICS, saturation
+from torch import nn
+
+from vgbench.diagnostics import (HIDDEN_METRICS, LAYER_METRICS, activation_stats,
+                                 slope_profile)
 
 
-def test_saturation_on_a_hand_made_tensor():
-    a = torch.tensor([0.01, 0.04, 0.05, 0.5, 0.95, 0.96, 0.999, 0.3])
-    assert saturation(a, "sigmoid").item() == pytest.approx(4 / 8)  # 0.01 .04 .96 .999
-    r = torch.tensor([0.0, 0.0, 1.0, 2.0, 0.0, 1e-9])
-    assert saturation(r, "relu").item() == pytest.approx(3 / 6)  # exactly zero only
+def test_saturation_and_dead_units_on_hand_made_inputs():
+    sig = torch.tensor([[0.0, 7.0, -7.0, 6.0, 40.0, -800.0]])  # slope/max: 1, <.005 (x2),
+    sat, dead, pre, inactive = activation_stats(nn.Sigmoid(), sig, *slope_profile(nn.Sigmoid()))
+    assert sat.item() == pytest.approx(4 / 6)  # 7, -7, 40 (rounds to slope 0), -800
+    relu = torch.tensor([[-1.0, 0.0, 2.0, 1e-3], [-2.0, 1.0, 3.0, -1.0]])
+    sat, dead, pre, inactive = activation_stats(nn.ReLU(), relu, *slope_profile(nn.ReLU()))
+    assert sat.item() == 0.0  # a rectifier's zero side is off, not saturated
+    assert dead.item() == pytest.approx(1 / 4)  # unit 0 only: off on both examples
+    assert inactive.item() == pytest.approx(1 / 4)
+    assert pre.item() == pytest.approx(relu.square().mean().sqrt().item())
+    leaky = torch.tensor([[-5.0, 5.0]])
+    sat, dead, _, _ = activation_stats(nn.LeakyReLU(0.01), leaky,
+                                       *slope_profile(nn.LeakyReLU(0.01)))
+    assert sat.item() == 0.0 and dead.item() == 0.0  # the leak is a linear regime
 
 
 @pytest.mark.parametrize("name", ["baseline", "batchnorm", "layerwise", "gradnorm_pre"])
@@ -27,7 +39,7 @@ def test_probing_leaves_training_bit_identical(name):
     off = train.train(replace(cfg, diagnostics=False), tiny_splits(), name)
     d_on, d_off = without_times(on), without_times(off)
     for key in ("diagnostics", "grad_ratio_init", "grad_ratio_final", "config", "init_profile",
-                "theory"):
+                "theory", "diagnosis"):
         d_on.pop(key), d_off.pop(key)
     assert d_on == d_off
     assert on.diagnostics is not None and off.diagnostics is None
@@ -87,7 +99,7 @@ def test_per_example_rms_equals_explicit_per_example_gradients():
     torch.manual_seed(0)
     net = build(Config(n_layer=3, width=16)).double()
     x, y = torch.rand(8, 784, dtype=torch.float64), torch.randint(0, 10, (8,))
-    _, rms = layer_gradients(net, x, y)
+    _, rms, _ = layer_gradients(net, x, y)
     per_example = []
     for i in range(8):
         loss = torch.nn.functional.cross_entropy(net(x[i:i + 1]), y[i:i + 1])

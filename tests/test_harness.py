@@ -175,3 +175,29 @@ def test_a_ratio_that_underflowed_is_not_saved(tmp_path):
                           harness.Settings(budget="quick"))
     entry = reference.load(path)["budgets"]["quick"]["remedies"]["relu"]
     assert "grad_ratio_init" not in entry and entry["grad_ratio_final"]["values"] == {"42": 1.0}
+
+
+def test_a_declared_cause_is_proven_by_intervention():
+    """init_std10 (saturated) is fixed by a smaller init (init_std1), not by clipping
+    (clip_std10): held when the session ran all three at the same depth and seed."""
+    def rec(name, acc, depth=7, seed=42):
+        return {"remedy": name, "key": f"{name}-depth{depth}", "depth": depth, "seed": seed,
+                "budget": "sweep", "metrics": {"whole_val_acc": acc}}
+
+    def mine(found):  # clip_std10 declares its own cause too
+        return [e for e in found if e["text"].startswith("init_std10")]
+
+    sweep = harness.Settings(budget="sweep")
+    runs = [rec("init_std10", 0.27), rec("init_std1", 0.63), rec("clip_std10", 0.10)]
+    [e] = mine(harness.interventions(runs, sweep))
+    assert e["held"] is True and "fixed by init_std1; not by clip_std10" in e["text"]
+    assert "init_std1 0.630" in e["detail"]
+    # clipping that also trained would disprove the cause; so would a fix that did not
+    [e] = mine(harness.interventions([runs[0], runs[1], rec("clip_std10", 0.6)], sweep))
+    assert e["held"] is False
+    [e] = mine(harness.interventions([runs[0], rec("init_std1", 0.2), runs[2]], sweep))
+    assert e["held"] is False
+    [e] = mine(harness.interventions(runs[:1], sweep))
+    assert e["held"] is None and "needs init_std1, clip_std10 at depth 7, seed 42" in e["why"]
+    assert harness.interventions(runs, harness.Settings(budget="sweep", epochs=2)) == []
+    assert harness.interventions(runs, harness.Settings(budget="quick")) == []

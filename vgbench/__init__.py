@@ -3,14 +3,15 @@
 The library works without pytest; the pytest side lives in vgbench.plugin. What a user's
 own remedies need is importable from here:
 
-    from vgbench import BASELINE, SMALL, Check, Config, Parts, Remedy
+    from vgbench import BASELINE, SMALL, Check, Config, Diagnosis, Parts, Remedy
 """
 
 __version__ = "0.1.0"
 
 from vgbench.config import Config  # noqa: E402
-from vgbench.expect import Check  # noqa: E402
+from vgbench.expect import Check, Diagnosis  # noqa: E402
 from vgbench.model import Parts  # noqa: E402
 from vgbench.registry import BASELINE, SMALL, Remedy  # noqa: E402
 
-__all__ = ["BASELINE", "SMALL", "Check", "Config", "Parts", "Remedy", "__version__"]
+__all__ = ["BASELINE", "SMALL", "Check", "Config", "Diagnosis", "Parts", "Remedy",
+           "__version__"]

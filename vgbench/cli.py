@@ -21,7 +21,7 @@ def _load_remedies(paths: list[str]) -> None:
 def _run(args) -> int:
     import torch
 
-    from vgbench import data, plots, train
+    from vgbench import data, diagnose, plots, train
 
     _load_remedies(args.remedies)
     remedy = registry.get(args.remedy)
@@ -62,6 +62,10 @@ def _run(args) -> int:
         final = "-" if h.grad_ratio_final is None else f"{h.grad_ratio_final:.3g}"
         print(f"grad ratio (first / output layer): init {h.grad_ratio_init:.3g}, "
               f"final {final}")
+    for moment, label in (("init", "at init"), ("epoch1", "after epoch 1"),
+                          ("end", "at the end")):
+        if moment in h.diagnosis:
+            print(f"diagnosis {label}: {diagnose.Verdict.from_dict(h.diagnosis[moment])}")
     print(f"wrote {out / 'history.json'}, " + ", ".join(str(p) for p in paths))
     return 0
 

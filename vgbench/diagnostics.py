@@ -1,39 +1,93 @@
 """Per-layer signs of vanishing gradients, measured on a fixed probe batch.
 
 Probing must not change training: gradients come from torch.autograd.grad (no .grad
-written, no optimizer touched), BatchNorm running statistics are restored afterwards, and
+written, no optimizer touched: the update an optimizer would make is taken by a twin of it
+on copies of the weights), BatchNorm running statistics are restored afterwards, and
 nothing here draws from any random generator.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vgbench.model import MLP
-
 SMALL_W = 1e-3
 """|w| below this counts as 'near zero' in w_small_frac."""
-SIGMOID_LOW, SIGMOID_HIGH = 0.05, 0.95
-"""A sigmoid output outside (0.05, 0.95) counts as saturated (derivative < 0.048)."""
+SLOPE_FRACTION = 0.005
+"""An activation counts as saturated where its slope is positive but below this fraction of
+the activation's largest slope: half of LeakyReLU(0.01)'s leak, so a leaky unit's negative
+side (a designed linear regime) is not saturation; for the sigmoid (largest slope 1/4) it
+means |h| > 6.7, an output outside (0.0012, 0.9988)."""
+SLOPE_GRID = (-10.0, 10.0, 20_001)
+"""Where an activation's largest slope is looked for (float64, step 1e-3)."""
+
+INACTIVE_SLOPE = 1e-7
+"""A unit passes (almost) no gradient where its slope is below this: the 'vanishing gradient
+threshold' from which SageMaker Debugger's SaturatedActivation derives its input ranges
+(its docs); with INACTIVE_SHARE, what benchmarks/peers.py needs for its rules."""
+INACTIVE_SHARE = 0.99
+"""A unit is inactive when its slope is below INACTIVE_SLOPE on at least this share of the
+examples (SageMaker Debugger's threshold_inactivity of 1%)."""
 
 LAYER_METRICS = ("grad_norm", "grad_rms", "weight_change", "w_abs_mean", "w_std",
-                 "w_small_frac")
+                 "w_small_frac", "update_ratio", "grad_abs_mean", "grad_zero_frac",
+                 "grad_spread")
 """Per-Linear-layer metrics (input layer first, output layer last). grad_norm: the norm
 of the batch-mean weight gradient (what the optimizer sees); grad_rms: the RMS over the
-probe's examples of each example's own weight-gradient norm (what mean field predicts)."""
-HIDDEN_METRICS = ("saturation",)
-"""Per-hidden-layer metrics."""
+probe's examples of each example's own weight-gradient norm (what mean field predicts);
+update_ratio: ||dW|| / ||W|| of the step the run's optimizer (its state, learning rate and
+clipping) would take on the probe batch's gradient (0 for a layer it does not train);
+grad_abs_mean, grad_zero_frac and grad_spread: the batch-mean weight gradient's mean |g|,
+its share of exact zeros, and its 95th minus 5th percentile (the quantities peer tools'
+rules read, see benchmarks/peers.py)."""
+HIDDEN_METRICS = ("saturated", "dead", "preact_rms", "inactive")
+"""Per-hidden-layer metrics, from each activation's input h on the probe batch and its slope
+phi'(h) taken by autograd through the activation module itself (float64): saturated, the
+fraction of (example, unit) entries with |phi'(h)| < SLOPE_FRACTION x its largest slope
+(for a rectifier, exact zeros excepted: see slope_profile);
+dead, the fraction of units whose slope is exactly 0 for every example of the batch;
+preact_rms, sqrt(mean h^2), the pre-activation scale (sqrt(q) in mean-field terms);
+inactive, the fraction of units whose slope is below INACTIVE_SLOPE on at least
+INACTIVE_SHARE of the examples."""
 
 
-def saturation(a: torch.Tensor, activation: str) -> torch.Tensor:
-    """Fraction of saturated units: sigmoid outside (0.05, 0.95); ReLU exactly 0."""
-    if activation == "sigmoid":
-        return ((a < SIGMOID_LOW) | (a > SIGMOID_HIGH)).float().mean()
-    return (a == 0).float().mean()
+def slope_profile(act: nn.Module) -> tuple[float, bool]:
+    """(largest |slope|, rectifier) of an elementwise activation on a float64 grid
+    (SLOPE_GRID). A rectifier's slope is exactly 0 on part of the grid (ReLU's negative
+    side): a zero slope is then the unit being off, not saturation. A smooth activation's
+    slope reaches exactly 0 only where float64 rounds its output to its limit (tanh beyond
+    |h| = 19, the sigmoid beyond 37: outside the grid), which is saturation."""
+    lo, hi, n = SLOPE_GRID
+    d = slopes(act, torch.linspace(lo, hi, n, dtype=torch.float64))
+    return float(d.abs().max()), bool((d == 0).any())
+
+
+def slopes(act: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """phi'(h) elementwise in float64, by autograd through (a float64 copy of) act."""
+    twin = copy.deepcopy(act).double()
+    x = h.detach().double().requires_grad_(True)
+    with torch.enable_grad():
+        (d,) = torch.autograd.grad(twin(x).sum(), x)
+    return d
+
+
+def activation_stats(act: nn.Module, h: torch.Tensor, top: float,
+                     rectifier: bool) -> torch.Tensor:
+    """(saturated, dead, preact_rms, inactive) of one activation's input h (examples,
+    units...); see HIDDEN_METRICS."""
+    d = slopes(act, h)
+    flat = d.abs() < SLOPE_FRACTION * top
+    if rectifier:
+        flat &= d != 0  # a rectifier's zero side is 'off' (dead if always), not saturated
+    per_unit = d.flatten(1)  # (examples, units)
+    dead = (per_unit == 0).all(0).double().mean()
+    quiet = (per_unit.abs() < INACTIVE_SLOPE).double().mean(0) >= INACTIVE_SHARE
+    return torch.stack([flat.double().mean(), dead, h.detach().double().square().mean().sqrt(),
+                        quiet.double().mean()])
 
 
 def _bn_buffers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -45,30 +99,39 @@ def _bn_buffers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     ]
 
 
-def layer_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor, acts: list | None = None):
-    """(weight gradients, per-example RMS gradient norms) of every Linear for the mean
-    cross-entropy on (x, y), in train mode as the model is. Example i's own weight gradient
-    in a Linear is the rank-one delta_i a_i^T (delta_i = dloss_i/doutput_i, a_i the input),
-    so its norm is ||delta_i|| ||a_i||: no per-example gradient tensors are formed. (Under
-    BatchNorm and the batch-wide normalizations the examples are coupled; this is then each
-    example's term of the batch gradient, times the batch size.)"""
+def layer_gradients(model, x: torch.Tensor, y: torch.Tensor, acts: list | None = None,
+                    extra: list | None = None):
+    """(weight gradients, per-example RMS gradient norms, extra's gradients) of every Linear
+    of model.linears() for the mean cross-entropy on (x, y), in train mode as the model is.
+    acts, when given, receives each activation module's input (model.activations()).
+
+    Example i's own weight gradient in a Linear is the rank-one delta_i a_i^T
+    (delta_i = dloss_i/doutput_i, a_i the input), so its norm is ||delta_i|| ||a_i||: no
+    per-example gradient tensors are formed. (Under BatchNorm and the batch-wide
+    normalizations the examples are coupled; this is then each example's term of the batch
+    gradient, times the batch size.)"""
     linears = model.linears()
-    seen: dict[nn.Linear, tuple] = {}
+    extra = extra or []
+    seen: dict[nn.Module, tuple] = {}
 
     def keep(module, inputs, output):
         seen[module] = (inputs[0], output)
 
     hooks = [lin.register_forward_hook(keep) for lin in linears]
+    if acts is not None:
+        hooks += [a.register_forward_hook(lambda m, i, o: acts.append(i[0]))
+                  for a in model.activations()]
     try:
-        logits = model.out(model.features(x, acts=acts))
+        logits = model(x)
     finally:
         for h in hooks:
             h.remove()
     loss = F.cross_entropy(logits, y)
     outs = [seen[lin][1] for lin in linears]
-    grads = torch.autograd.grad(loss, [lin.weight for lin in linears] + outs,
+    n = len(linears)
+    grads = torch.autograd.grad(loss, [lin.weight for lin in linears] + outs + extra,
                                 allow_unused=True)
-    weight_grads, out_grads = grads[:len(linears)], grads[len(linears):]
+    weight_grads, out_grads, extra_grads = grads[:n], grads[n:2 * n], grads[2 * n:]
     rms = []
     for lin, g in zip(linears, out_grads):
         a = seen[lin][0]
@@ -78,57 +141,125 @@ def layer_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor, acts: list | N
         # the loss is a mean over the batch: example i's own gradient is len(x) times its term
         per_example = g.norm(dim=1) * a.norm(dim=1) * len(x)
         rms.append(per_example.square().mean().sqrt())
-    return weight_grads, rms
+    return weight_grads, rms, extra_grads
+
+
+class Updater:
+    """The step a run's optimizer would take, without taking it: a deep copy of the
+    optimizer (its parameters, state and hyperparameters copied together) steps on the
+    probe's gradient, clipped as training clips; the real optimizer and weights are left
+    alone."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, clip_norm: float | None = None):
+        self.opt, self.clip_norm = optimizer, clip_norm
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """The parameters the real optimizer trains, in its order."""
+        return [p for g in self.opt.param_groups for p in g["params"]]
+
+    @torch.no_grad()
+    def deltas(self, grads: list[torch.Tensor | None]) -> list[torch.Tensor]:
+        """The change of each of self.params for these gradients (None: no gradient), in
+        float64: the baseline's first layer moves by 1e-9 of its norm per step, below
+        float32's resolution (6e-8), so a float32 difference would be rounding."""
+        twin = copy.deepcopy(self.opt)
+        twins = [p for g in twin.param_groups for p in g["params"]]
+        for t, g in zip(twins, grads):
+            t.data = t.data.double()
+            t.grad = torch.zeros_like(t) if g is None else g.detach().double()
+        for state in twin.state.values():  # Adam's moments, SGD's momentum
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.is_floating_point() and value.dim() > 0:
+                    state[key] = value.double()
+        if self.clip_norm is not None:  # as nn.utils.clip_grad_norm_ does in training
+            total = torch.stack([t.grad.norm() for t in twins]).norm()
+            coef = (self.clip_norm / (total + 1e-6)).clamp(max=1.0)
+            for t in twins:
+                t.grad.mul_(coef)
+        twin.step()
+        return [t - p.double() for t, p in zip(twins, self.params)]
 
 
 class Probe:
-    """Measures a model on a fixed batch; remembers the initial weights for weight_change."""
+    """Measures a model on a fixed batch; remembers the initial weights for weight_change.
 
-    def __init__(self, model: MLP, x: torch.Tensor, y: torch.Tensor):
+    The model provides linears() (the layers measured, input first) and activations() (the
+    activation modules whose input and slope are measured), as model.MLP does."""
+
+    def __init__(self, model, x: torch.Tensor, y: torch.Tensor):
         self.x, self.y = x, y
         self.w0 = [lin.weight.detach().clone() for lin in model.linears()]
+        self.shape = [slope_profile(a) for a in model.activations()]
+        self.notes: set[str] = set()
+        """What could not be measured, and why (once each)."""
         self.points: dict[str, list] = {"epoch": []}
+        self.activations = {"max_slope": [top for top, _ in self.shape],
+                            "rectifier": [rect for _, rect in self.shape]}
+        """Per hidden activation: its largest slope and whether it is a rectifier (a zero
+        slope by design: see slope_profile)."""
         for key in LAYER_METRICS + HIDDEN_METRICS:
             self.points[key] = []
 
-    def measure(self, model: MLP, epoch: int) -> None:
-        """Record every metric for `epoch` (0 = at init), in train mode, leaving no trace."""
+    def measure(self, model, epoch: int, updater: Updater | None = None) -> None:
+        """Record every metric for `epoch` (0 = at init), in train mode, leaving no trace.
+        updater: the run's optimizer, for update_ratio (None: recorded as null)."""
         was_training = model.training
         saved = _bn_buffers(model)
         model.train()
         weights = [lin.weight for lin in model.linears()]
+        trained = updater.params if updater is not None else []
         flags = [w.requires_grad for w in weights]  # layerwise freezes some layers
         acts: list[torch.Tensor] = []
         with torch.enable_grad():
             for w in weights:
                 w.requires_grad_(True)
-            grads, rms = layer_gradients(model, self.x, self.y, acts)
+            grads, rms, extra = layer_gradients(model, self.x, self.y, acts, trained)
         for w, flag in zip(weights, flags):
             w.requires_grad_(flag)
         with torch.no_grad():
-            for buf, copy in saved:
-                buf.copy_(copy)
+            for buf, copy_ in saved:
+                buf.copy_(copy_)
             model.train(was_training)
+            update = [math.nan] * len(weights)
+            if updater is not None:
+                index = {id(p): i for i, p in enumerate(trained)}
+                try:
+                    deltas = updater.deltas(list(extra))
+                except Exception as exc:  # noqa: BLE001 - a user optimizer we cannot twin
+                    self.notes.add(f"update_ratio not measured: the optimizer could not be "
+                                   f"copied ({type(exc).__name__}: {exc})")
+                else:
+                    update = [(deltas[index[id(w)]].norm() / w.double().norm()).item()
+                              if id(w) in index else 0.0 for w in weights]
             rows = []
-            for w, g, r, w0 in zip(weights, grads, rms, self.w0):
+            for w, g, r, w0, u in zip(weights, grads, rms, self.w0, update):
                 a = w.detach().abs()
+                g = torch.zeros_like(a) if g is None else g
+                spread = torch.quantile(g.flatten().float(),
+                                        torch.tensor([0.05, 0.95], device=g.device))
                 rows.append(torch.stack([
-                    g.norm() if g is not None else a.new_zeros(()),
+                    g.norm(),
                     r.detach(),
                     (w - w0).norm() / w0.norm(),
                     a.mean(),
                     w.std(),
                     (a < SMALL_W).float().mean(),
+                    torch.as_tensor(u, dtype=a.dtype, device=a.device),
+                    g.abs().mean(),
+                    (g == 0).float().mean(),
+                    spread[1] - spread[0],
                 ]))
             layer = torch.stack(rows).T.tolist()  # (metric, layer); one host sync
-            sat = torch.stack([saturation(a, model.activation) for a in acts]).tolist()
+            hidden = (torch.stack([activation_stats(act, h, *shape) for act, h, shape
+                                   in zip(model.activations(), acts, self.shape)]).T.tolist()
+                      if acts else [[] for _ in HIDDEN_METRICS])
         self.points["epoch"].append(epoch)
-        for key, values in zip(LAYER_METRICS, layer):
+        for key, values in zip(LAYER_METRICS + HIDDEN_METRICS, layer + hidden):
             self.points[key].append(values)
-        self.points["saturation"].append(sat)
 
 
-def init_profile(model: MLP, x: torch.Tensor, y: torch.Tensor,
+def init_profile(model, x: torch.Tensor, y: torch.Tensor,
                  dtype: torch.dtype = torch.float64) -> dict:
     """Per-Linear gradient norms at init (batch-mean grad_norm and per-example grad_rms) of
     a copy of model in dtype: float64 keeps deep sigmoid nets' first-layer gradients, which
@@ -137,7 +268,7 @@ def init_profile(model: MLP, x: torch.Tensor, y: torch.Tensor,
     for p in twin.parameters():
         p.requires_grad_(True)
     with torch.enable_grad():
-        grads, rms = layer_gradients(twin, x.to(dtype), y)
+        grads, rms, _ = layer_gradients(twin, x.to(dtype), y)
     return {"dtype": str(dtype).removeprefix("torch."),
             "grad_norm": [g.norm().item() for g in grads],
             "grad_rms": [r.item() for r in rms]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from vgbench.diagnose import MOMENTS, VERDICTS, Verdict
 from vgbench.train import History
 
 METRICS = {
@@ -22,7 +23,8 @@ METRICS = {
     "grad_gain_init": "grad_ratio_init over the baseline's, same seed and probe batch",
     "first_layer_change": "||W1 - W1_0|| / ||W1_0|| after the last epoch",
     "output_layer_change": "||Wout - Wout_0|| / ||Wout_0|| after the last epoch",
-    "saturation_init": "mean fraction of saturated hidden units at init (probe batch)",
+    "saturation_init": "mean fraction of saturated hidden activations at init (probe batch; "
+                       "diagnostics.SLOPE_FRACTION)",
     "diverged": "1 when the loss or the weights became non-finite (training stopped), else 0",
 }
 OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b}
@@ -53,7 +55,7 @@ def metrics(h: History, baseline_ratio_init: float | None = None) -> dict[str, f
         m["grad_ratio_final"] = h.grad_ratio_final
         m["first_layer_change"] = d["weight_change"][-1][0]
         m["output_layer_change"] = d["weight_change"][-1][-1]
-        sat = [v for v in d["saturation"][0] if v is not None]
+        sat = [v for v in d["saturated"][0] if v is not None]
         m["saturation_init"] = sum(sat) / len(sat) if sat else None
         if h.init_profile and h.init_profile["grad_rms"][-1]:
             rms = h.init_profile["grad_rms"]
@@ -118,20 +120,94 @@ class Check:
                 + (f"  [{self.why}]" if self.why else ""))
 
 
+@dataclass(frozen=True)
+class Diagnosis:
+    """The verdict (vgbench.diagnose) a remedy's runs must get at a moment, and the
+    intervention that proves the cause: the remedies in fixed_by address this cause and
+    reach TRAINABLE_ACC at the same depth and budget where this one does not; those in
+    not_fixed_by address another cause and do not. `why` says which seeds gave it.
+
+    depths: (lowest, highest) depth it applies to (either end None: open); None: the
+    config's own depth only. budgets: where it is asserted (an 'init' or 'epoch1' verdict
+    does not depend on the budget; an 'end' one does).
+    """
+
+    verdict: str
+    moment: str = "init"
+    depths: tuple[int | None, int | None] | None = None
+    budgets: tuple[str, ...] = ("full", "quick", "sweep")
+    fixed_by: tuple[str, ...] = ()
+    not_fixed_by: tuple[str, ...] = ()
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {self.verdict!r}; choose from {list(VERDICTS)}")
+        if self.moment not in MOMENTS:
+            raise ValueError(f"unknown moment {self.moment!r}; choose from {list(MOMENTS)}")
+        if self.depths is not None and len(self.depths) != 2:
+            raise ValueError(f"depths must be (lowest, highest), got {self.depths!r}")
+
+    def applies(self, budget: str, depth: int, own_depth: int) -> bool:
+        """Whether it is asserted at this budget and depth."""
+        if budget not in self.budgets:
+            return False
+        if self.depths is None:
+            return depth == own_depth
+        lo, hi = self.depths
+        return (lo is None or depth >= lo) and (hi is None or depth <= hi)
+
+    def __str__(self) -> str:
+        return f"diagnosis at {self.moment} is {self.verdict}"
+
+    def failure(self, remedy: str, seed: int, diagnosis: dict) -> str | None:
+        """None when the run's diagnosis at this moment is the declared verdict; else the
+        finding, with the verdict it got and its evidence."""
+        got = diagnosis.get(self.moment)
+        if got is not None and got["verdict"] == self.verdict:
+            return None
+        seen = "none (not probed)" if got is None else str(Verdict.from_dict(got))
+        return (f"{remedy} (seed {seed}): expected {self}, observed {seen}"
+                + (f"  [{self.why}]" if self.why else ""))
+
+
 def expects_divergence(checks) -> bool:
     """Whether the checks declare that the run diverges (Check('diverged', '==', True))."""
     return any(c.metric == "diverged" and c.op == "==" and c.value for c in checks)
 
 
-def evaluate(remedy: str, checks, m: dict, seed: int, h: History | None = None) -> list[str]:
-    """The failure messages of every check that does not hold (empty: all held). A run that
-    diverged without its checks expecting it fails with that one finding."""
+def evaluate(remedy: str, checks, m: dict, seed: int, h: History | None = None,
+             diagnoses=()) -> list[str]:
+    """The failure messages of every check and declared diagnosis that does not hold
+    (empty: all held). A failed check names the run's diagnosis (what is wrong and where).
+    A run that diverged without its checks expecting it fails with that one finding."""
     if h is not None and h.diverged and not expects_divergence(checks):
         return [f"{remedy} (seed {seed}): diverged at epoch {h.diverged_epoch} "
                 f"({h.diverged_reason})"]
+    cause = explain(h.diagnosis) if h is not None else ""
     failures = []
     for c in checks:
         observed = m.get(c.metric)
         if not c.holds(observed):
-            failures.append(c.failure(remedy, observed, seed))
+            text = c.failure(remedy, observed, seed)
+            if cause:  # the cause before the threshold's provenance
+                head, sep, why = text.partition("  [")
+                text = f"{head}; {cause}" + (f"  [{why}" if sep else "")
+            failures.append(text)
+    for d in diagnoses:
+        text = d.failure(remedy, seed, h.diagnosis if h is not None else {})
+        if text:
+            failures.append(text)
     return failures
+
+
+def explain(diagnosis: dict) -> str:
+    """The run's verdict in words: at the end (and at init when it differs)."""
+    if not diagnosis:
+        return ""
+    last = diagnosis.get("end") or diagnosis.get("init")
+    text = str(Verdict.from_dict(last))
+    init = diagnosis.get("init")
+    if init is not None and last is not init and init["verdict"] != last["verdict"]:
+        text += f" (at init: {Verdict.from_dict(init)})"
+    return text

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from vgbench import data, expect, files, registry, train
+from vgbench import data, diagnose, expect, files, registry, train
 
 BUDGETS = {"full": None, "quick": registry.QUICK_EPOCHS, "sweep": registry.SWEEP_EPOCHS}
 """Epochs per budget (None: the protocol's, from the config)."""
 DEFAULT_SEED = 42
-SETS = ("course", "literature", "all")
+SETS = ("course", "literature", "control", "all")
 """What --vg-set picks (user remedies always join)."""
 
 
@@ -118,7 +118,7 @@ class Settings:
         """The remedies this session runs, in registry order."""
         if self.remedies:
             return [n for n in registry.names() if n in self.remedies]
-        sets = ("course", "literature") if self.set == "all" else (self.set,)
+        sets = ("course", "literature", "control") if self.set == "all" else (self.set,)
         return registry.names((*sets, "user"))
 
     @property
@@ -203,7 +203,8 @@ def run_case(case: Case, settings: Settings, epoch_driver=None) -> dict:
             if cfg.diagnostics else None)
     m = expect.metrics(h, base)
     checks = remedy.checks(settings.budget, cfg.n_layer)
-    failures = expect.evaluate(case.remedy, checks, m, case.seed, h)
+    diagnoses = remedy.diagnoses_at(settings.budget, cfg.n_layer)
+    failures = expect.evaluate(case.remedy, checks, m, case.seed, h, diagnoses)
     text = h.to_json()
     out = Path(settings.out) / case.id
     write_case_files(out, h, text, settings.figures)
@@ -211,7 +212,8 @@ def run_case(case: Case, settings: Settings, epoch_driver=None) -> dict:
         "remedy": case.remedy, "key": case.key, "depth": cfg.n_layer,
         "swept": case.depth is not None, "seed": case.seed, "budget": settings.budget,
         "device": str(device), "epochs": cfg.total_epochs, "metrics": m,
-        "checks": [str(c) for c in checks], "failures": failures,
+        "checks": [str(c) for c in checks + diagnoses], "failures": failures,
+        "diagnosis": h.diagnosis,
         "diverged_epoch": h.diverged_epoch, "diverged_reason": h.diverged_reason,
         "epoch_time": h.epoch_time, "epochs_to_target": h.epochs_to(settings.target),
         "target": settings.target, "history": str(out / "history.json"),
@@ -351,6 +353,7 @@ def summarize(records: list[dict]) -> list[dict]:
             "grad_ratio_init": [m.get("grad_ratio_init") for m in ms],
             "grad_ratio_final": [m.get("grad_ratio_final") for m in ms],
             "median_epoch_s": statistics.median(times) if times else None,
+            "diagnosis": [diagnose.summary(r.get("diagnosis") or {}) for r in rs],
             "checks": rs[0]["checks"],
             "failures": failures,
             "verdict": ("no checks" if not rs[0]["checks"] else
@@ -392,14 +395,15 @@ def table(rows: list[dict], fmt: str = "simple") -> str:
                  else f"{gi:.1e} -> -" if gi is not None else "-")
         best = [v for v in r["best_val_acc"] if v is not None]
         t = r["median_epoch_s"]
+        seen = list(dict.fromkeys(r.get("diagnosis") or ["-"]))  # unique, in seed order
         body.append([r["key"], ",".join(map(str, r["seeds"])), r["epochs"],
                      _fmt_acc(r["test_acc"], r["diverged_epoch"]),
                      f"{max(best):.3f}" if best else "-", to_target, ratio,
-                     f"{t:.2f}" if t is not None else "-", r["verdict"]])
+                     " / ".join(seen), f"{t:.2f}" if t is not None else "-", r["verdict"]])
     target = rows[0]["target"] if rows else 0.7
     headers = ["remedy", "seeds", "epochs", "test acc (95% CI)", "best val acc",
-               f"epochs to val {target:g}", "grad ratio init -> final", "median epoch s",
-               "expected outcome"]
+               f"epochs to val {target:g}", "grad ratio init -> final",
+               "diagnosis (init -> end)", "median epoch s", "expected outcome"]
     return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
@@ -469,6 +473,60 @@ def depth_expectations(records: list[dict], settings: "Settings",
     return out
 
 
+def _trained(record: dict, level: float) -> bool:
+    return (record["metrics"].get("whole_val_acc") or 0.0) >= level and \
+        not record.get("diverged_epoch")
+
+
+INTERVENTION_BUDGETS = ("full", "sweep")
+"""Where a cause's proof by intervention is judged: the quick budget (5 epochs) is too short
+for some fixes to train (init_std1 reaches 0.42..0.50 there)."""
+
+
+def interventions(records: list[dict], settings: "Settings",
+                  level: float = registry.TRAINABLE_ACC) -> list[dict]:
+    """Each declared diagnosis' proof by intervention, per case of this session that
+    declares one with fixed_by / not_fixed_by: {'text', 'held' (True, False, or None: not
+    evaluated, with 'why'), 'detail'}. Held when the case itself did not reach `level`
+    (whole-network validation accuracy), every fixed_by remedy did at the same depth, seed
+    and budget, and no not_fixed_by remedy did. Judged at the budgets' own epochs on the
+    full data, at INTERVENTION_BUDGETS; elsewhere none are listed."""
+    at = {(r["remedy"], r["depth"], r["seed"]): r for r in records}
+    if not (settings.budget in INTERVENTION_BUDGETS and settings.epochs is None
+            and not settings.limit):
+        return []  # nothing to judge (and nothing to print) at other budgets
+    out = []
+    for r in sorted(records, key=lambda r: (_order(r["key"]), r["seed"])):
+        remedy = registry.REMEDIES.get(r["remedy"])
+        if remedy is None:
+            continue
+        for d in remedy.diagnoses_at(r["budget"], r["depth"]):
+            if not (d.fixed_by or d.not_fixed_by):
+                continue
+            text = f"{r['key']} (seed {r['seed']}) {d.verdict} at {d.moment}: " + "; ".join(
+                part for part in (d.fixed_by and f"fixed by {', '.join(d.fixed_by)}",
+                                  d.not_fixed_by and f"not by {', '.join(d.not_fixed_by)}")
+                if part)
+            others = {n: at.get((n, r["depth"], r["seed"])) for n in d.fixed_by + d.not_fixed_by}
+            absent = [n for n, o in others.items() if o is None]
+            if absent:
+                out.append({"text": text, "held": None,
+                            "why": f"needs {', '.join(absent)} at depth {r['depth']}, seed "
+                                   f"{r['seed']} in the same session (--vg-remedy ...)"})
+                continue
+
+            def acc(rec):
+                return rec["metrics"].get("whole_val_acc")
+            held = (not _trained(r, level)
+                    and all(_trained(others[n], level) for n in d.fixed_by)
+                    and not any(_trained(others[n], level) for n in d.not_fixed_by))
+            detail = ", ".join(f"{n} {acc(o):.3f}" if acc(o) is not None else f"{n} -"
+                               for n, o in [(r["remedy"], r), *others.items()])
+            out.append({"text": text, "held": held,
+                        "detail": f"whole-net val acc {detail}; trained means >= {level:g}"})
+    return out
+
+
 def format_expectations(expectations: list[dict]) -> list[str]:
     """One line each: held / FAILED / not evaluated."""
     lines = []
@@ -523,13 +581,14 @@ def write_summary(rows: list[dict], out: str | Path, header: str = "",
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "summary.json", out / "summary.md"
     files.write_json(js, {"header": header, **status, "rows": rows, "depth": depth or [],
-                          "depth_expectations": expectations or []}, indent=1)
+                          "expectations": expectations or []}, indent=1)
     failures = [f for r in rows for f in r["failures"]]
     text = f"# vgbench summary\n\n{header}\n\n{table(rows, 'github')}\n"
     if depth:
         text += f"\n## Depth sweep\n\n{depth_table(depth, 'github')}\n"
-        text += "".join(f"\n- {line}" for line in format_expectations(expectations or []))
-        text += "\n" if expectations else ""
+    if expectations:
+        text += "\n## Session expectations (depth orderings, causes proven by intervention)\n"
+        text += "".join(f"\n- {line}" for line in format_expectations(expectations)) + "\n"
     if not status["complete"]:
         text += ("\n## Incomplete\n\nThese cases produced no result:\n\n"
                  + "\n".join(f"- {c}" for c in status["missing"]) + "\n")

@@ -114,8 +114,6 @@ class MLP(nn.Module):
             Hidden(IN_DIM if i == 0 else cfg.width, cfg, parts) for i in range(cfg.n_layer)
         )
         self.out = nn.Linear(cfg.width, N_CLASS)
-        # the saturation diagnostic knows the built-in activations only
-        self.activation = cfg.activation if parts.activation is None else "custom"
         # dst (1-based) -> src (1-based): h_dst = layer_dst(h_dst-1) + h_src
         self.skip_from = {dst: src for src, dst in cfg.skip_pairs}
 
@@ -136,6 +134,10 @@ class MLP(nn.Module):
     def linears(self) -> list[nn.Linear]:
         """Every Linear layer from input to output (the diagnostics' layer order)."""
         return [layer.linear for layer in self.hidden] + [self.out]
+
+    def activations(self) -> list[nn.Module]:
+        """Every hidden activation module, input side first (the diagnostics' order)."""
+        return [layer.act for layer in self.hidden]
 
 
 class Stage(nn.Module):

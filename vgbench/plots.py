@@ -77,12 +77,30 @@ def _draw_theory(ax, h: History) -> None:
                     label="mean-field prediction")
 
 
+def _draw_diagnosis(ax, h: History) -> None:
+    """The verdict at init and at the end, with the layer where it starts marked."""
+    lines = []
+    for moment, style in (("init", ":"), ("end", "--")):
+        v = h.diagnosis.get(moment)
+        if v is None:
+            continue
+        where = f" from layer {v['layer']}" if v["layer"] else ""
+        lines.append(f"{moment}: {v['verdict']}{where}")
+        if v["layer"]:  # Linear index, 1-based: the x position of its name
+            ax.axvline(v["layer"] - 1, color="tab:red", ls=style, lw=1)
+    if lines:
+        ax.text(0.5, 0.98, "\n".join(lines), transform=ax.transAxes, fontsize="small",
+                color="tab:red", va="top", ha="center")
+
+
 def gradient_flow(h: History, path: str | Path) -> Path:
     """Per-layer gradient norm (log scale) at init, a few epochs between, and at the end;
-    at init also the per-example RMS norms and the mean-field prediction."""
+    at init also the per-example RMS norms and the mean-field prediction; the diagnosis at
+    init and at the end, its layer marked (red lines)."""
     fig, ax = plt.subplots(figsize=(8, 5))
     _draw_flow(ax, h, _snapshots(h))
     _draw_theory(ax, h)
+    _draw_diagnosis(ax, h)
     ax.legend(fontsize="small")
     return _save(fig, path)
 

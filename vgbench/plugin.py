@@ -458,10 +458,11 @@ class _Controller:
             return
         self.rows = harness.summarize(records)
         self.depth = harness.depth_rows(records)
-        self.expectations = harness.depth_expectations(records, settings)
+        self.expectations = (harness.depth_expectations(records, settings)
+                             + harness.interventions(records, settings))
         for e in self.expectations:
             if e["held"] is False:
-                self.errors.append(f"depth expectation failed: {e['text']} ({e['detail']})")
+                self.errors.append(f"expectation failed: {e['text']} ({e['detail']})")
         if self.comparison is not None:
             self._attempt("--vg-compare", lambda: self.comparison.run(records, settings))
         save = self.config.getoption("vg_save")
@@ -524,8 +525,8 @@ class _Controller:
             if self.depth:
                 tr.write_sep("-", "vgbench depth sweep")
                 tr.write_line(harness.depth_table(self.depth))
-                for line in harness.format_expectations(self.expectations):
-                    tr.write_line(f"depth expectation: {line}")
+            for line in harness.format_expectations(self.expectations):
+                tr.write_line(f"expectation: {line}")
             if self.paths:
                 tr.write_line(f"wrote {', '.join(map(str, self.paths))} and each case's "
                               f"history and figures under {self.settings.out}/")

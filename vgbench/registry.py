@@ -1,11 +1,13 @@
 """Every experiment, declared once: the baseline plus the fields it changes.
 
-The course protocol's remedies and those of the literature (PROTOCOL.md) are declared here;
+The course protocol's remedies, those of the literature (PROTOCOL.md) and the diagnosis'
+positive controls are declared here;
 a user's remedies join the same registry through `register` (the pytest hook
 `pytest_vgbench_remedies`, `--vg-remedies FILE`, `vgbench run --remedies FILE`). Test ids,
 CLI choices, summary rows and plot legends all come from REMEDIES. The expected outcome of
 each remedy (per budget) is declared next to it, with the seeds and margin that justify
-each threshold.
+each threshold, and so is its diagnosis (vgbench.diagnose) with the intervention that
+proves the cause.
 """
 
 from __future__ import annotations
@@ -17,15 +19,19 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from torch import nn
+
 from vgbench.config import Config
-from vgbench.expect import Check
+from vgbench import diagnose
+from vgbench.expect import Check, Diagnosis
 from vgbench.model import DEFAULT_PARTS, Parts
 
 BASELINE = Config()
 SMALL = replace(BASELINE, init="normal", init_std=0.05)  # "small init": N(0, 0.05), biases 0
 
-SETS = ("course", "literature", "user")
-"""Where a remedy comes from: the course protocol, the literature (PROTOCOL.md), a user."""
+SETS = ("course", "literature", "control", "user")
+"""Where a remedy comes from: the course protocol, the literature (PROTOCOL.md), the
+diagnosis' positive controls, a user."""
 BUDGETS = ("full", "quick", "sweep")
 """The budgets a remedy declares checks for."""
 
@@ -49,6 +55,10 @@ class Remedy:
     """Checks at the quick budget (QUICK_EPOCHS), at the config's own depth."""
     sweep: tuple[Check, ...] = ()
     """Checks at the depth-sweep budget (SWEEP_EPOCHS), each at the depths it names."""
+    diagnoses: tuple[Diagnosis, ...] = ()
+    """The verdicts (vgbench.diagnose) its runs must get, each with the depths, moment and
+    budgets it applies to and the intervention that proves the cause (fixed_by,
+    not_fixed_by: checked by a session that ran those remedies at the same depth)."""
     deeper_than: tuple[str, ...] = ()
     """At the sweep budget over SWEEP_DEPTHS: on every seed, this remedy's trainable depth
     (the deepest where the whole network's validation accuracy reaches TRAINABLE_ACC)
@@ -56,7 +66,7 @@ class Remedy:
     parts: Parts = DEFAULT_PARTS
     """The remedy's own code; the defaults use the config's choices."""
     set: str = "user"
-    """'course', 'literature' or 'user' (what --vg-set picks)."""
+    """'course', 'literature', 'control' or 'user' (what --vg-set picks)."""
     source: str = ""
     """Where the idea comes from (a paper, the course text, a file)."""
     origin: str = field(default="", compare=False)
@@ -77,6 +87,9 @@ class Remedy:
             raise ValueError(f"{where}: unknown set {self.set!r}; choose from {list(SETS)}")
         if not isinstance(self.deeper_than, tuple):
             raise ValueError(f"{where}: deeper_than must be a tuple of remedy names")
+        if not all(isinstance(d, Diagnosis) for d in self.diagnoses) or not isinstance(
+                self.diagnoses, tuple):
+            raise ValueError(f"{where}: diagnoses= must be a tuple of Diagnosis objects")
         if not (self.full or self.quick or self.sweep):
             raise ValueError(f"{where} declares no checks: give it at least one Check in "
                              "full=, quick= or sweep= (an experiment must assert its outcome)")
@@ -100,6 +113,12 @@ class Remedy:
         return getattr(self, budget) if depth == self.config.n_layer else ()
 
 
+    def diagnoses_at(self, budget: str, depth: int | None = None) -> tuple[Diagnosis, ...]:
+        """The declared diagnoses asserted at this budget and depth (None: the config's)."""
+        depth = self.config.n_layer if depth is None else depth
+        return tuple(d for d in self.diagnoses if d.applies(budget, depth, self.config.n_layer))
+
+
 QUICK_EPOCHS = 5
 """Epochs of the quick budget (per stage for layerwise)."""
 SWEEP_EPOCHS = 30
@@ -108,9 +127,9 @@ for a sweep, since ReLU at depth 7 only leaves chance after 20-25 epochs; one se
 course remedies at depths 3-30 takes about 15 minutes on 2 cores."""
 SWEEP_DEPTHS = (3, 7, 15, 30)
 """Depths the sweep budget runs unless --vg-depth says otherwise."""
-TRAINABLE_ACC = 0.5
+TRAINABLE_ACC = diagnose.TRAINABLE_ACC
 """A depth is trainable when the whole network's validation accuracy (metric whole_val_acc)
-reaches this within the budget."""
+reaches this within the budget (defined in vgbench.diagnose, which predicts it)."""
 
 # Every threshold below comes from runs on CPU (torch 2.14.1, real data, default split),
 # `python -m vgbench run NAME --seed S --epochs E --device cpu --threads 1`, seeds 42, 43, 44
@@ -122,6 +141,16 @@ reaches this within the budget."""
 _Q = f"quick ({QUICK_EPOCHS} epochs), seeds 42-44"
 _F = "full (100 epochs), seeds 42-44"
 _INTEL = "Intel"
+_DX = ("depths 3-30: init seeds 42-46, epoch 1 seeds 42-43, all agreed; the intervention: sweep, "
+       "seed 42")
+_DXS = "sweep (30 epochs), seed 42"
+_DXC = "init: seeds 42-44 at depths 3-30; epoch 1 and end: quick, seeds 42-44"
+_HEALTHY = (
+    Diagnosis("healthy", "init", (3, 30), why=_DX),
+    Diagnosis("healthy", "epoch1", (3, 30), why=_DX),
+    Diagnosis("healthy", "end", (3, 30), ("sweep",), why=_DXS),
+)
+"""Healthy at init, after epoch 1 and at the end of the sweep, at every depth."""
 _S = "sweep (30 epochs), seeds 42-44 Intel"
 _MOVED = ("proof that it trained: a pipeline that never steps leaves it at 0, and one "
           "baseline SGD step already moves it 2.6e-3")
@@ -156,6 +185,13 @@ _COURSE = [
                   (7, None)),
             Check("output_layer_change", ">=", 1e-4, f"{_S}: 0.064..0.107; {_MOVED}"),
         ),
+        # sigmoid's slope of at most 1/4 shrinks the gradient by 7x per layer: the first
+        # layer's step is 2.6e-3 (depth 3) to 1e-6 (depth 7) of the output layer's
+        diagnoses=(
+            Diagnosis("vanishing", "init", (3, 30), fixed_by=("batchnorm",), why=_DX),
+            Diagnosis("vanishing", "epoch1", (7, 30), why=_DX),
+            Diagnosis("vanishing", "end", (7, 30), ("sweep",), why=_DXS),
+        ),
     ),
     Remedy(
         "init_std1", "weights ~ N(0, 1.0): larger init keeps gradients alive",
@@ -173,6 +209,11 @@ _COURSE = [
             Check("grad_ratio_init_rms", ">=", 0.3, f"{_S}: 1.36..10.5; 4.5x margin"),
         ),
         deeper_than=("baseline", "relu", "adam"),
+        diagnoses=(
+            Diagnosis("healthy", "init", (3, 30), why=_DX),
+            Diagnosis("healthy", "epoch1", (3, 30), why=_DX),
+            Diagnosis("healthy", "end", (7, 30), ("sweep",), why=_DXS),
+        ),
     ),
     Remedy(
         "init_std10", "weights ~ N(0, 10.0): too large, sigmoids saturate",
@@ -197,6 +238,13 @@ _COURSE = [
             Check("saturation_init", ">=", 0.9, f"{_S}: 0.970..0.973; margin 0.07"),
             Check("output_layer_change", ">=", 1e-4, f"{_S}: 0.028..0.094; {_MOVED}"),
         ),
+        # a smaller init fixes it, clipping the gradient does not
+        diagnoses=(
+            Diagnosis("saturated", "init", (3, 30), fixed_by=("init_std1",),
+                      not_fixed_by=("clip_std10",), why=_DX),
+            Diagnosis("saturated", "epoch1", (3, 30), why=_DX),
+            Diagnosis("saturated", "end", (3, 30), ("sweep",), why=_DXS),
+        ),
     ),
     Remedy(
         "relu", "ReLU instead of Sigmoid (small init)",
@@ -220,6 +268,15 @@ _COURSE = [
                   (15, None)),
         ),
         deeper_than=("baseline",),
+        # from depth 15 its steps are below 5e-9 of a weight (frozen), and after one epoch
+        # most units of the deep layers are dead: a tiny bias step outweighs tiny signals
+        diagnoses=(
+            Diagnosis("healthy", "init", (3, 7), why=_DX),
+            Diagnosis("frozen", "init", (15, 30), fixed_by=("he_relu",), why=_DX),
+            Diagnosis("healthy", "epoch1", (3, 7), why=_DX),
+            Diagnosis("dead units", "epoch1", (15, 30), why=_DX),
+            Diagnosis("dead units", "end", (15, 30), ("sweep",), why=_DXS),
+        ),
     ),
     Remedy(
         "adam", "Adam lr 1e-3 instead of SGD (sigmoid, small init)",
@@ -239,6 +296,15 @@ _COURSE = [
             Check("whole_val_acc", "<=", 0.15, f"{_S}: 0.104..0.110; chance + 0.04", (15, None)),
         ),
         deeper_than=("baseline", "relu"),
+        # Adam moves the first layer where SGD's gradient vanished, until that gradient falls
+        # below its epsilon (1e-8): from depth 15 its first-layer step vanishes too
+        diagnoses=(
+            Diagnosis("healthy", "init", (3, 7), why=_DX),
+            Diagnosis("vanishing", "init", (15, 30), fixed_by=("batchnorm",), why=_DX),
+            Diagnosis("healthy", "epoch1", (3, 7), why=_DX),
+            Diagnosis("vanishing", "epoch1", (15, 30), why=_DX),
+            Diagnosis("vanishing", "end", (15, 30), ("sweep",), why=_DXS),
+        ),
     ),
     Remedy(
         "batchnorm", "BatchNorm1d between each hidden Linear and its Sigmoid",
@@ -256,6 +322,7 @@ _COURSE = [
             Check("grad_ratio_init_rms", ">=", 0.1, f"{_S}: 0.69..1.78; 6.9x margin"),
         ),
         deeper_than=("baseline", "relu", "adam", "custom_norm", "skip", "gradnorm"),
+        diagnoses=_HEALTHY,
     ),
     Remedy(
         "custom_norm", "parameter-free (x - mean) / std over the batch, BatchNorm position",
@@ -274,6 +341,12 @@ _COURSE = [
             Check("whole_val_acc", "<=", 0.25, f"{_S}: 0.107..0.170; margin 0.08", (7, None)),
         ),
         deeper_than=("baseline",),
+        diagnoses=(
+            Diagnosis("healthy", "init", (3, 3), why=_DX),
+            Diagnosis("vanishing", "init", (7, 30), fixed_by=("batchnorm",), why=_DX),
+            Diagnosis("vanishing", "epoch1", (7, 30), why=_DX),
+            Diagnosis("vanishing", "end", (7, 30), ("sweep",), why=_DXS),
+        ),
     ),
     Remedy(
         "skip", "residual adds: h3 += h1, h7 += h4 (small init)",
@@ -294,6 +367,12 @@ _COURSE = [
                   (3, 15)),
         ),
         deeper_than=("baseline",),
+        diagnoses=(
+            Diagnosis("healthy", "init", (3, 3), why=_DX),
+            Diagnosis("vanishing", "init", (7, 30), fixed_by=("batchnorm",), why=_DX),
+            Diagnosis("vanishing", "epoch1", (15, 30), why=_DX),
+            Diagnosis("vanishing", "end", (15, 30), ("sweep",), why=_DXS),
+        ),
     ),
     Remedy(
         "layerwise", "train blocks of 2, 2, 2, 1 layers in stages, then the whole net",
@@ -312,6 +391,13 @@ _COURSE = [
             Check("best_val_acc", ">=", 0.40, f"{_S}: 0.476..0.550; margin 0.076"),
             Check("whole_val_acc", "<=", 0.45, f"{_S}: 0.313..0.356; margin 0.094", (3, 3)),
             Check("whole_val_acc", "<=", 0.15, f"{_S}: 0.102..0.110; chance + 0.04", (7, None)),
+        ),
+        # judged on the whole network (what the last stage trains); the early stages train
+        # only their own blocks, whose steps on the whole network's gradient are tiny
+        diagnoses=(
+            Diagnosis("vanishing", "init", (3, 30), fixed_by=("batchnorm",), why=_DX),
+            Diagnosis("vanishing", "epoch1", (3, 30), why=_DX),
+            Diagnosis("vanishing", "end", (7, 30), ("sweep",), why=_DXS),
         ),
     ),
     Remedy(
@@ -334,6 +420,13 @@ _COURSE = [
             Check("grad_ratio_init_rms", ">=", 300, f"{_S}: 3.0e3..3.3e3; 10x margin"),
         ),
         deeper_than=("baseline",),
+        # the backward pass rescaled to unit variance after every sigmoid: one SGD step
+        # would move the first layer by 1.3..1.8 of its norm; after an epoch the sigmoids
+        # saturate (no remedy in the registry undoes the rescaling alone)
+        diagnoses=(
+            Diagnosis("exploding", "init", (3, 30), why=_DX),
+            Diagnosis("saturated", "epoch1", (3, 7), why=_DX),
+        ),
     ),
     Remedy(
         "gradnorm_pre", "normalize the backward gradient between Linear and activation",
@@ -354,6 +447,11 @@ _COURSE = [
             Check("whole_val_acc", "<=", 0.15, f"{_S}: 0.107..0.110; chance + 0.04"),
             Check("grad_ratio_init_rms", ">=", 1e3, f"{_S}: 1.30e4..1.40e4; 13x margin"),
             Check("output_layer_change", ">=", 1e-4, f"{_S}: 0.050..0.115; {_MOVED}"),
+        ),
+        diagnoses=(
+            Diagnosis("exploding", "init", (3, 30), why=_DX),
+            Diagnosis("saturated", "epoch1", (3, 30), why=_DX),
+            Diagnosis("saturated", "end", (3, 30), ("sweep",), why=_DXS),
         ),
     ),
 ]
@@ -380,6 +478,12 @@ _LITERATURE = [
             Check("grad_gain_init", ">=", 5, "seeds 42-44: 17..36 x baseline; 3.4x margin"),
         ),
         source="Glorot & Bengio 2010",
+        diagnoses=(
+            Diagnosis("healthy", "init", (3, 3), why=_DX),
+            Diagnosis("vanishing", "init", (7, 30), fixed_by=("tanh_xavier",), why=_DX),
+            Diagnosis("vanishing", "epoch1", (7, 30), why=_DX),
+            Diagnosis("vanishing", "end", (7, 30), ("sweep",), why=_DXS),
+        ),
     ),
     Remedy(
         "he_relu", "ReLU with Kaiming normal init (fan_in, gain sqrt(2)), biases 0",
@@ -393,6 +497,7 @@ _LITERATURE = [
             Check("grad_ratio_init", ">=", 0.3, "seeds 42-44: 1.64..3.23; 5.5x margin"),
         ),
         source="He et al. 2015",
+        diagnoses=_HEALTHY,
     ),
     Remedy(
         "selu", "SELU with LeCun normal init (std 1/sqrt(fan_in)), biases 0",
@@ -406,6 +511,7 @@ _LITERATURE = [
             Check("grad_ratio_init", ">=", 0.3, "seeds 42-44: 2.23..3.12; 7.4x margin"),
         ),
         source="Klambauer et al. 2017",
+        diagnoses=_HEALTHY,
     ),
     Remedy(
         "tanh_xavier", "tanh with Xavier/Glorot normal init (gain 1), biases 0",
@@ -419,6 +525,7 @@ _LITERATURE = [
             Check("grad_ratio_init", ">=", 0.3, "seeds 42-44: 2.88..3.62; 9.6x margin"),
         ),
         source="Glorot & Bengio 2010",
+        diagnoses=_HEALTHY,
     ),
     Remedy(
         "orthogonal", "sigmoid with orthogonal init (gain 1), biases 0",
@@ -436,6 +543,12 @@ _LITERATURE = [
             Check("grad_gain_init", ">=", 5, "seeds 42-44: 16..32 x baseline; 3.3x margin"),
         ),
         source="Saxe et al. 2014",
+        diagnoses=(
+            Diagnosis("healthy", "init", (3, 3), why=_DX),
+            Diagnosis("vanishing", "init", (7, 30), fixed_by=("tanh_xavier",), why=_DX),
+            Diagnosis("vanishing", "epoch1", (7, 30), why=_DX),
+            Diagnosis("vanishing", "end", (7, 30), ("sweep",), why=_DXS),
+        ),
     ),
     Remedy(
         "layernorm", "LayerNorm(128) between each hidden Linear and its Sigmoid (small init)",
@@ -450,6 +563,12 @@ _LITERATURE = [
             Check("grad_gain_init", ">=", 100, "seeds 42-44: 274..618 x baseline; 2.7x"),
         ),
         source="Ba et al. 2016",
+        diagnoses=(
+            Diagnosis("healthy", "init", (3, 3), why=_DX),
+            Diagnosis("vanishing", "init", (7, 30), fixed_by=("batchnorm",), why=_DX),
+            Diagnosis("vanishing", "epoch1", (7, 30), why=_DX),
+            Diagnosis("vanishing", "end", (7, 30), ("sweep",), why=_DXS),
+        ),
     ),
     Remedy(
         "leaky_relu", "LeakyReLU(0.01) instead of Sigmoid (small init)",
@@ -464,6 +583,11 @@ _LITERATURE = [
             Check("grad_gain_init", ">=", 1e4, "seeds 42-44: 1.9e5..4.4e5 x baseline; 19x"),
         ),
         source="Maas et al. 2013",
+        diagnoses=(
+            Diagnosis("healthy", "init", (3, 7), why=_DX),
+            Diagnosis("frozen", "init", (15, 30), fixed_by=("he_relu",), why=_DX),
+            Diagnosis("healthy", "epoch1", (3, 7), why=_DX),
+        ),
     ),
     Remedy(
         "gelu", "GELU instead of Sigmoid (small init)",
@@ -483,6 +607,12 @@ _LITERATURE = [
             Check("output_layer_change", ">=", 1e-4, f"{_Q}: 9.9e-4..1.04e-3; 10x margin"),
         ),
         source="Hendrycks & Gimpel 2016",
+        # He init with ReLU (he_relu) learns at every depth; no GELU with He init is declared
+        diagnoses=(
+            Diagnosis("healthy", "init", (3, 3), why=_DX),
+            Diagnosis("frozen", "init", (7, 30), fixed_by=("he_relu",), why=_DX),
+            Diagnosis("frozen", "epoch1", (7, 7), why=_DX),
+        ),
     ),
     Remedy(
         "clip_std10", "N(0, 10) init (as init_std10) plus gradient-norm clipping at 1.0",
@@ -501,6 +631,73 @@ _LITERATURE = [
             Check("output_layer_change", ">=", 2e-6, f"{_Q}: 2.2e-5..3.0e-5; 11x margin"),
         ),
         source="Pascanu et al. 2013",
+        diagnoses=(
+            Diagnosis("saturated", "init", (3, 30), fixed_by=("init_std1",), why=_DX),
+            Diagnosis("saturated", "epoch1", (3, 30), why=_DX),
+            Diagnosis("saturated", "end", (3, 30), ("sweep",), why=_DXS),
+        ),
+    ),
+]
+
+
+
+def negative_biases(linear, cfg: Config) -> None:
+    """Every bias at -1 (after the config's init): a He-initialized ReLU unit then gets a
+    negative input for nearly every example and passes no gradient (dying ReLU)."""
+    nn.init.constant_(linear.bias, -1.0)
+
+
+# Positive controls: runs built to show a verdict no course or literature run shows (dead
+# units; gradients that explode without turning NaN), each with the intervention that
+# proves the cause. Thresholds from `pytest benchmarks -n 2 --vg-set control --vg-seeds 3`
+# (quick and sweep budgets), CPU, Intel Xeon.
+_CONTROL = [
+    Remedy(
+        "dead_relu", "ReLU, He init, every bias -1: nearly every unit is off for every input",
+        replace(BASELINE, activation="relu", init="kaiming", init_gain=math.sqrt(2)),
+        parts=Parts(init=negative_biases),
+        quick=(
+            Check("test_acc", "<=", 0.15, f"{_Q}: 0.100 all; chance + 0.05"),
+            Check("final_train_loss", "<=", 2.5, f"{_Q}: 2.3026 all; {_LN10}"),
+        ),
+        source="dying ReLU (Lu et al. 2019); control",
+        diagnoses=(
+            Diagnosis("dead units", "init", (3, 30), fixed_by=("he_relu",),
+                      not_fixed_by=("dead_relu_adam",), why=_DXC),
+            Diagnosis("dead units", "epoch1", (7, 7), why=_DXC),
+            Diagnosis("dead units", "end", (7, 7), ("quick",), why=_DXC),
+        ),
+    ),
+    Remedy(
+        "dead_relu_adam", "dead_relu trained with Adam lr 1e-3: dead units get no gradient",
+        replace(BASELINE, activation="relu", init="kaiming", init_gain=math.sqrt(2),
+                optimizer="adam", lr=1e-3),
+        parts=Parts(init=negative_biases),
+        quick=(
+            Check("test_acc", "<=", 0.15, f"{_Q}: 0.100 all; chance + 0.05"),
+            Check("final_train_loss", "<=", 2.5, f"{_Q}: 2.3026 all; {_LN10}"),
+        ),
+        source="control",
+        diagnoses=(
+            Diagnosis("dead units", "init", (3, 30), why=_DXC),
+            Diagnosis("dead units", "epoch1", (7, 7), why=_DXC),
+            Diagnosis("dead units", "end", (7, 7), ("quick",), why=_DXC),
+        ),
+    ),
+    Remedy(
+        "explode_tanh", "tanh_xavier at lr 1.0: a step moves a layer by a tenth of its norm",
+        replace(BASELINE, activation="tanh", init="xavier", lr=1.0),
+        # finite all along, yet the loss blows up to ~50 and stays at chance
+        quick=(
+            Check("test_acc", "<=", 0.15, f"{_Q}: 0.100 all; chance + 0.05"),
+            Check("final_train_loss", ">=", 10, f"{_Q}: 52.7..53.7; 5x margin (a stall "
+                                                "sits at ln 10 = 2.3)"),
+            Check("output_layer_change", ">=", 1.0, f"{_Q}: 4.04..4.87; 4x margin"),
+        ),
+        source="too large a step (Pascanu et al. 2013); control",
+        diagnoses=(
+            Diagnosis("exploding", "init", (3, 7), fixed_by=("tanh_xavier",), why=_DXC),
+        ),
     ),
 ]
 
@@ -508,8 +705,10 @@ BUILTIN: tuple[Remedy, ...] = (
     *(replace(r, set="course", source="course project (PROTOCOL.md)", origin="vgbench")
       for r in _COURSE),
     *(replace(r, set="literature", origin="vgbench") for r in _LITERATURE),
+    *(replace(r, set="control", origin="vgbench") for r in _CONTROL),
 )
-"""The remedies vgbench ships: the course protocol's, then the literature's."""
+"""The remedies vgbench ships: the course protocol's, the literature's, then the positive
+controls of the diagnosis."""
 
 REMEDIES: dict[str, Remedy] = {r.name: r for r in BUILTIN}
 """Every remedy of this process, built-in and registered, by name (registry order)."""

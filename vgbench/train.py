@@ -21,8 +21,8 @@ from vgbench import files
 from vgbench import model as M
 from vgbench.config import Config
 from vgbench.data import Splits
-from vgbench import theory
-from vgbench.diagnostics import Probe, grad_ratio, init_profile, probe_batch
+from vgbench import diagnose, theory
+from vgbench.diagnostics import Probe, Updater, grad_ratio, init_profile, probe_batch
 
 
 def _generator(seed: int, stream: str) -> torch.Generator:
@@ -124,6 +124,8 @@ class History:
     test_loss: float | None = None
     test_acc: float | None = None
     total_epochs: int = 0
+    steps_per_epoch: int | None = None
+    """Optimizer steps per epoch (batches of the train split)."""
     diagnostics: dict | None = None
     """Per probe point: 'epoch' (0 = init) and per-layer lists (see diagnostics.py)."""
     grad_ratio_init: float | None = None
@@ -149,6 +151,9 @@ class History:
     theory: dict | None = None
     """The mean-field prediction for the same batch (theory.Prediction.to_dict()), or
     {'applies': False, 'why': ...} where mean field does not describe the network."""
+    diagnosis: dict = field(default_factory=dict)
+    """{'init' | 'epoch1' | 'end': diagnose.Verdict.to_dict()}: what is wrong and where, at
+    init, after the first epoch and after the last (see vgbench/diagnose.py)."""
 
     def to_json(self, path: str | Path | None = None) -> str:
         """Serialize as strict JSON (non-finite values become null); write atomically to
@@ -253,24 +258,26 @@ class Run:
         self.shuffle = _generator(cfg.seed, "shuffle")
         self.history = History(name=name, config=cfg.to_dict(), device=str(self.device),
                                total_epochs=cfg.total_epochs, env=environment(self.device),
-                               parts=parts.labels())
-        self.probe = None
-        if cfg.diagnostics:
-            x, y = probe_batch(splits.train_x, splits.train_y, cfg.probe_size,
-                               _generator(cfg.seed, "probe"))
-            self.probe = Probe(self.mlp, x, y)
-            self.probe.measure(self.mlp, 0)
-            self.history.init_profile = init_profile(self.mlp, x, y)
-            try:
-                self.history.theory = theory.predict(cfg, x, parts).to_dict()
-            except theory.NotApplicable as exc:
-                self.history.theory = {"applies": False, "why": str(exc)}
+                               parts=parts.labels(),
+                               steps_per_epoch=len(batch_bounds(len(splits.train_y),
+                                                                cfg.batch_size)))
         self._loss_sum = torch.zeros((), device=self.device)  # the epoch's sums, static for
         self._correct = torch.zeros((), device=self.device, dtype=torch.long)  # CUDA graphs
         self.graphs: StepGraph | None = None
         self.epoch_no = 0
         self.stage_no = 0
         self._start_stage(1)
+        self.probe = None
+        if cfg.diagnostics:  # after the optimizer exists: the probe takes its would-be step
+            x, y = probe_batch(splits.train_x, splits.train_y, cfg.probe_size,
+                               _generator(cfg.seed, "probe"))
+            self.probe = Probe(self.mlp, x, y)
+            self.probe.measure(self.mlp, 0, self.updater())
+            self.history.init_profile = init_profile(self.mlp, x, y)
+            try:
+                self.history.theory = theory.predict(cfg, x, parts).to_dict()
+            except theory.NotApplicable as exc:
+                self.history.theory = {"applies": False, "why": str(exc)}
 
     # --- stages ---
     def _start_stage(self, k: int) -> None:
@@ -296,6 +303,10 @@ class Run:
         self.opt = M.make_optimizer(self.params, cfg, self.parts, capturable=use_graph)
         if use_graph:  # a new net and optimizer: a new graph (each layerwise stage too)
             self.graphs = StepGraph(self, self.graphs.status if self.graphs else None)
+
+    def updater(self) -> Updater:
+        """The current stage's optimizer, for the probe's would-be step (update_ratio)."""
+        return Updater(self.opt, self.cfg.clip_norm)
 
     @property
     def diverged(self) -> bool:
@@ -385,7 +396,7 @@ class Run:
                                  else "non-finite weights")
             tr_loss = tr_acc = va_loss = va_acc = None  # a diverged epoch has no metrics
         elif self.probe is not None:
-            self.probe.measure(self.mlp, self.epoch_no)
+            self.probe.measure(self.mlp, self.epoch_no, self.updater())
         for key, v in (("stage", self.stage_no), ("train_loss", tr_loss), ("train_acc", tr_acc),
                        ("val_loss", va_loss), ("val_acc", va_acc)):
             getattr(h, key).append(v)
@@ -412,10 +423,14 @@ class Run:
         if self.graphs is not None:
             h.cuda_graph = self.graphs.status
         if self.probe is not None:
-            h.diagnostics = self.probe.points
+            h.diagnostics = {**self.probe.points, "activations": self.probe.activations}
+            if self.probe.notes:
+                h.diagnostics["notes"] = sorted(self.probe.notes)
             h.grad_ratio_init = grad_ratio(self.probe.points["grad_norm"][0])
             if not h.diverged:
                 h.grad_ratio_final = grad_ratio(self.probe.points["grad_norm"][-1])
+            h.diagnosis = diagnose.diagnose_run(h.diagnostics, h.theory, h.diverged_epoch,
+                                                h.diverged_reason)
         return h
 
 

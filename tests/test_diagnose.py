@@ -1,0 +1,224 @@
+"""The diagnosis: each verdict on a small net whose cause is known, and the measurements it
+rests on (saturation on the activation's input, the optimizer's real step, dead units over
+the whole batch)."""
+
+import copy
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from tests.test_train import tiny_splits
+from vgbench import diagnose, diagnostics, expect, registry, train
+from vgbench.config import Config
+from vgbench.model import Parts
+
+
+def negative_biases(m: nn.Linear, cfg) -> None:
+    """Every bias at -3: a He-initialized ReLU unit is then off for nearly every input."""
+    nn.init.constant_(m.bias, -3.0)
+
+
+HE = registry.get("he_relu").config
+# (config, parts, moment, verdict): each cause built in, on tiny data (seconds)
+CONSTRUCTED = {
+    "vanishing": (Config(), Parts(), "init", "vanishing"),  # sigmoid, default init
+    "healthy": (HE, Parts(), "init", "healthy"),
+    "saturated": (replace(Config(), init="normal", init_std=10.0), Parts(), "init", "saturated"),
+    "dead units": (HE, Parts(init=negative_biases), "init", "dead units"),
+    "exploding": (registry.get("gradnorm_pre").config, Parts(), "init", "exploding"),
+    # tanh at lr 1: finite, but every step moves the output layer by half its norm
+    "exploding, finite": (replace(registry.get("tanh_xavier").config, lr=1.0), Parts(),
+                          "epoch1", "exploding"),
+    # ReLU, N(0, 0.02) weights, 10 layers: gradients keep their size layer to layer, but
+    # the signal is so small that no step moves anything
+    "frozen": (replace(registry.get("relu").config, init_std=0.02, n_layer=10), Parts(),
+               "init", "frozen"),
+    "diverged": (replace(HE, init="normal", init_std=1.0, lr=1e4), Parts(), "end", "diverged"),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_splits()
+
+
+def run(cfg, parts, splits, epochs=1):
+    return train.train(replace(cfg, epochs=epochs, batch_size=128), splits, "t", parts=parts)
+
+
+@pytest.mark.parametrize("case", list(CONSTRUCTED))
+def test_each_verdict_on_a_net_whose_cause_is_known(case, tiny):
+    cfg, parts, moment, verdict = CONSTRUCTED[case]
+    h = run(cfg, parts, tiny)
+    got = diagnose.Verdict.from_dict(h.diagnosis[moment])
+    assert got.verdict == verdict, f"{case}: {got}"
+    assert got.moment == moment and str(got).startswith(verdict)
+
+
+def test_the_diagnosis_round_trips_through_the_history(tmp_path, tiny):
+    h = run(Config(), Parts(), tiny, epochs=2)
+    assert set(h.diagnosis) == {"init", "epoch1", "end"}
+    assert h.diagnosis["end"]["epoch"] == 2 and h.diagnosis["init"]["epoch"] == 0
+    h.to_json(tmp_path / "h.json")
+    assert train.History.from_json(tmp_path / "h.json").diagnosis == h.diagnosis
+
+
+def test_vanishing_names_the_first_layer_and_its_numbers(tiny):
+    v = diagnose.Verdict.from_dict(run(Config(), Parts(), tiny).diagnosis["init"])
+    assert v.layer == 1
+    assert v.evidence["gain_per_layer"] < 0.3  # sigmoid, default init: 1/7 per layer
+    assert v.evidence["update_first"] < 1e-8 and v.evidence["update_spread"] < 1e-5
+    assert "gain 0.1" in str(v) and "first-layer update" in str(v)
+
+
+def test_a_failing_check_names_the_cause(tiny):
+    h = run(Config(), Parts(), tiny)
+    m = expect.metrics(h)
+    failures = expect.evaluate("baseline", [expect.Check("test_acc", ">=", 0.7, "why")], m,
+                               42, h)
+    assert len(failures) == 1
+    assert failures[0].startswith("baseline (seed 42): expected test_acc >= 0.7, observed")
+    assert "; vanishing from layer 1: gain" in failures[0] and failures[0].endswith("[why]")
+
+
+def test_a_declared_diagnosis_is_asserted(tiny):
+    h = run(Config(), Parts(), tiny)
+    ok = expect.Diagnosis("vanishing", "init", why="seeds")
+    wrong = expect.Diagnosis("saturated", "end", why="seeds")
+    failures = expect.evaluate("baseline", [], {}, 42, h, [ok, wrong])
+    assert failures == [failures[0]] and "expected diagnosis at end is saturated, observed " \
+        "vanishing from layer 1" in failures[0]
+    with pytest.raises(ValueError, match="unknown verdict"):
+        expect.Diagnosis("sad")
+    with pytest.raises(ValueError, match="unknown moment"):
+        expect.Diagnosis("healthy", "epoch7")
+
+
+# --- the measurements the verdicts rest on ------------------------------------------------
+
+def test_saturation_is_measured_on_the_activations_input():
+    """N(0, 10) sigmoid inputs sit on the flat tails; the outputs, fed through the sigmoid
+    again, would not (the sabotage: measuring on the wrong side of the activation)."""
+    torch.manual_seed(0)
+    h = torch.randn(512, 128) * 80  # init_std10's pre-activation scale
+    act, shape = nn.Sigmoid(), diagnostics.slope_profile(nn.Sigmoid())
+    on_input = diagnostics.activation_stats(act, h, *shape)[0].item()
+    on_output = diagnostics.activation_stats(act, act(h), *shape)[0].item()
+    assert on_input > 0.9 and on_output == 0.0
+
+
+def test_saturation_comes_from_the_module_so_user_activations_work():
+    class Hard(nn.Module):  # a hard sigmoid: slope 1/4 on |x| < 2, exactly 0 beyond
+        def forward(self, x):
+            return (x / 4 + 0.5).clamp(0, 1)
+
+    top, rectifier = diagnostics.slope_profile(Hard())
+    assert top == pytest.approx(0.25) and rectifier
+    h = torch.tensor([[0.0, 1.0, 3.0, -5.0]])
+    _, dead, _, _ = diagnostics.activation_stats(Hard(), h, top, rectifier)
+    assert dead.item() == pytest.approx(2 / 4)  # one example: units 3 and 4 pass nothing
+
+
+def test_dead_units_need_every_example_of_the_batch(tiny):
+    """He-initialized ReLU with zero biases: every unit is off for about half of the
+    examples, yet (nearly) none is off for all of them; one example would call half dead."""
+    net = copy.deepcopy(train.Run(replace(HE, epochs=0), tiny).mlp)
+    acts = []
+    hooks = [a.register_forward_hook(lambda m, i, o: acts.append(i[0]))
+             for a in net.activations()]
+    net(tiny.train_x[:512])
+    for hk in hooks:
+        hk.remove()
+    shape = diagnostics.slope_profile(nn.ReLU())
+    whole = [diagnostics.activation_stats(nn.ReLU(), h, *shape)[1].item() for h in acts]
+    one = [diagnostics.activation_stats(nn.ReLU(), h[:1], *shape)[1].item() for h in acts]
+    assert max(whole) < 0.3 and min(one) > 0.3
+
+
+@pytest.mark.parametrize("name", ["baseline", "adam", "clip_std10", "layerwise"])
+def test_update_ratio_is_the_step_the_optimizer_takes(name, tiny):
+    """The probe's update ratio equals the relative change of a real optimizer step on the
+    probe batch (learning rate, Adam's state and clipping included), taken in float64 on a
+    copy of the model and optimizer."""
+    cfg = replace(registry.get(name).config, epochs=1, stage_epochs=1, batch_size=128,
+                  probe_size=128)
+    r = train.Run(cfg, tiny, name)
+    r.step()  # Adam has state now; layerwise trains its first block only
+    r.probe.measure(r.mlp, 99, r.updater())
+    probed = r.probe.points["update_ratio"][-1]
+    # the same step for real, on copies in float64
+    twin = copy.deepcopy({"net": r.net, "mlp": r.mlp, "opt": r.opt})
+    twin["net"].double().train()
+    for state in twin["opt"].state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                state[key] = value.double()
+    params = [p for g in twin["opt"].param_groups for p in g["params"]]
+    before = [lin.weight.detach().clone() for lin in twin["mlp"].linears()]
+    x, y = r.probe.x.double(), r.probe.y
+    for lin in twin["mlp"].linears():
+        lin.weight.requires_grad_(True)  # layerwise: frozen ones get a gradient, not a step
+    nn.functional.cross_entropy(twin["mlp"](x), y).backward()
+    if cfg.clip_norm is not None:
+        nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+    twin["opt"].step()
+    real = [((lin.weight - b).norm() / b.norm()).item()
+            for lin, b in zip(twin["mlp"].linears(), before)]
+    # the probe's gradient is float32's: N(0, 10) sigmoids round it by up to 0.6%
+    torch.testing.assert_close(torch.tensor(probed), torch.tensor(real), rtol=2e-2, atol=0)
+    if name == "layerwise":  # stage 1 trains layers 1-2: the others do not move
+        assert probed[2:] == [0.0] * (len(probed) - 2) and min(probed[:2]) > 0
+
+
+def test_update_ratio_follows_the_learning_rate(tiny):
+    """The sabotage 'update ratio without the learning rate' would give equal ratios."""
+    a = train.Run(replace(Config(), epochs=0, batch_size=128), tiny)
+    b = train.Run(replace(Config(), epochs=0, batch_size=128, lr=1e-3), tiny)
+    ua, ub = a.probe.points["update_ratio"][0], b.probe.points["update_ratio"][0]
+    for x, y in zip(ua, ub):
+        assert x / y == pytest.approx(10.0, rel=1e-4)
+
+
+def test_probing_the_update_leaves_the_optimizer_alone(tiny):
+    cfg = replace(registry.get("adam").config, epochs=1, batch_size=128)
+    r = train.Run(cfg, tiny, "adam")
+    r.step()
+    state = copy.deepcopy(r.opt.state_dict())
+    weights = [p.detach().clone() for p in r.params]
+    r.probe.measure(r.mlp, 99, r.updater())
+    after = r.opt.state_dict()
+    for k, v in state["state"].items():
+        for name, t in v.items():
+            assert torch.equal(torch.as_tensor(t), torch.as_tensor(after["state"][k][name]))
+    assert all(torch.equal(w, p) for w, p in zip(weights, r.params))
+
+
+def test_diagnose_on_hand_made_points():
+    base = {"grad_rms": [1e-6, 1e-4, 1e-2, 1.0], "update_ratio": [1e-9, 1e-7, 1e-5, 1e-3],
+            "saturated": [0.0, 0.0, 0.0], "dead": [0.0, 0.0, 0.0],
+            "preact_rms": [0.5, 0.5, 0.5]}
+    assert diagnose.diagnose(base).verdict == "vanishing"
+    assert diagnose.diagnose({**base, "dead": [0.0, 0.6, 0.0]}).layer == 2
+    assert diagnose.diagnose({**base, "saturated": [0.4, 0.6, 0.7]}).layer == 2
+    assert diagnose.diagnose({**base, "saturated": [0.0, 0.0, 0.9]}).verdict == "vanishing"
+    # a smooth activation's exact zeros are saturation, not dead units
+    sig = {**base, "dead": [0.0, 0.9, 0.0], "rectifier": [False] * 3}
+    assert diagnose.diagnose(sig).verdict == "vanishing"
+    flat = {**base, "grad_rms": [1.0] * 4, "update_ratio": [1e-7] * 4}
+    assert diagnose.diagnose(flat).verdict == "frozen"
+    assert diagnose.diagnose({**flat, "update_ratio": [1e-3] * 4}).verdict == "healthy"
+    assert diagnose.diagnose({**flat, "update_ratio": [1e-3, 1e-3, 2.0, 1e-3]}).layer == 3
+    assert diagnose.diagnose({**flat, "grad_rms": [math.nan] * 4}).verdict == "diverged"
+    # Adam: the first layer's gradient vanishes, its update does not -> not vanishing
+    adam = {**base, "update_ratio": [6e-3, 1e-2, 2e-2, 2e-2]}
+    assert diagnose.diagnose(adam).verdict == "healthy"
+
+
+def test_prediction_from_init_and_epoch1():
+    healthy = {"epoch1": {"verdict": "healthy"}}
+    assert diagnose.predict_trainable(healthy) is True
+    assert diagnose.predict_trainable({"epoch1": {"verdict": "vanishing"}}) is False
+    assert diagnose.predict_trainable({"epoch1": {"verdict": "vanishing"}}, 0.6) is True

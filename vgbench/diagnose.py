@@ -1,0 +1,271 @@
+"""What is wrong and where: a verdict from the probe's measurements (no training, no pytest).
+
+The probe (diagnostics.py) measures, at init and after every epoch, per layer: the
+per-example gradient norms, the step the run's optimizer would take relative to each
+weight (update ratio), and per hidden activation the saturated and dead fractions and the
+pre-activation scale. `diagnose` turns one such moment into one Verdict:
+
+    diverged    the loss or the weights are not finite
+    exploding   one step would move some layer by a sizeable part of its own norm
+    dead units  a hidden layer of rectifiers (ReLU) has half or more of its units at slope
+                exactly 0 on every example of the probe batch: they pass no gradient and
+                cannot revive
+    saturated   half or more of all hidden activations sit on a flat tail (for a smooth
+                activation such as the sigmoid, exact zeros of the slope count here)
+    vanishing   the input side's updates are orders of magnitude smaller than the output
+                side's, and the gradient shrinks layer by layer toward the input
+    frozen      no layer's update is large enough to move it within a training budget,
+                although the gradient does not shrink toward the input (a ratio that looks
+                fine)
+    healthy     none of these
+
+The rules are checked in this order; the first that holds is the verdict. Every threshold
+below says where it comes from. A Verdict is data (JSON-ready), so the history, the summary,
+the failure message, the figure and the user assertion all print the same object.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+VERDICTS = ("healthy", "vanishing", "exploding", "saturated", "dead units", "frozen",
+            "diverged")
+"""Every verdict diagnose can return."""
+MOMENTS = ("init", "epoch1", "end")
+"""When a run is diagnosed: before training, after its first epoch, after its last."""
+
+EXPLODE_UPDATE = 0.05
+"""exploding: some layer's update ratio (one step, ||dW|| / ||W||) is above this: twenty
+such steps would double the layer. Measured at init (seed 42, depths 3-30): at most 0.02 in
+every run that trains (Adam lr 1e-3 on small weights; SGD runs below 3e-3); 0.098 for
+tanh at lr 1.0 (explode_tanh: finite, never learns), 4..8 for gradnorm_pre."""
+DEAD_SHARE = 0.5
+"""dead units: a hidden layer of rectifiers with at least this share of its units dead
+(SageMaker Debugger's DeadRelu threshold_layer of 50%). ReLU nets with zero biases have up
+to 23% at init (seeds 42-46, depth 7)."""
+SATURATED_SHARE = 0.5
+"""saturated: at least this share of all hidden activations on a flat tail
+(diagnostics.SLOPE_FRACTION), averaged over the hidden layers (one layer over 50% is not
+enough: N(0, 1) sigmoid nets reach 55% in their first layer at depth 30 and train).
+N(0, 10) sigmoid nets have 0.92..0.95 in every layer at init (seeds 42-46)."""
+VANISH_SPREAD = 5e-3
+"""vanishing: the first layer's update ratio over the output layer's is below this: the
+input side learns 200 times slower than the output side. Measured (sweep, seed 42, init and
+epoch 1): below it, the baseline at depth 3 (2.6e-3; 1.3e-6 at depth 7), skip at depth 7
+(2.8e-3), layernorm and custom_norm at depth 7 (3e-4..7e-4), xavier and orthogonal at 7
+(3e-5..2e-4); every run that reached validation accuracy 0.5 in 30 epochs is at 1.1e-2 or
+more (orthogonal at depth 3), a factor 2 either side."""
+VANISH_GAIN = 1.0
+"""vanishing also needs the per-example gradient to shrink toward the input (geometric-mean
+gain per layer below 1); otherwise a small first-layer update is the optimizer's doing."""
+FROZEN_UPDATE = 3e-6
+"""frozen: every layer's update ratio is below this, so over the protocol's 10,600 steps
+(100 epochs of 106) no layer can move by more than 3% of its norm. Measured (sweep, seed
+42, init): GELU with small init at depth 7 (never learns) 2.0e-6; ReLU and LeakyReLU with
+small init at depth 7 (learn after ~20 epochs) 8e-6; at depth 15 and deeper below 5e-9."""
+
+REACH = 5e-3
+"""predict_trainable: within the budget, the slowest layer must be able to move by at least
+this share of its norm (the budget's steps x its smallest update ratio after epoch 1).
+Calibrated on seed 42 (sweep and full budgets): the runs that reached validation accuracy
+0.5 had 7.8e-3 (layernorm, full budget) or more; ReLU and LeakyReLU at depth 7 with 30
+epochs, which did not, 3.8e-3; GELU at depth 7 with 100 epochs 2.5e-3."""
+
+MOMENT_POINTS = {"init": 0, "epoch1": 1, "end": -1}
+"""The probe point of each moment (probe points: 0 = init, then one per epoch)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One diagnosis: the verdict, the layer where it starts (1-based Linear index, input
+    layer 1; None: the whole network), the numbers that decided it, and a sentence."""
+
+    verdict: str
+    layer: int | None
+    evidence: dict = field(default_factory=dict)
+    why: str = ""
+    moment: str = ""
+    epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {self.verdict!r}; choose from {list(VERDICTS)}")
+
+    def __str__(self) -> str:
+        where = f" from layer {self.layer}" if self.layer is not None else ""
+        return f"{self.verdict}{where}: {self.why}" if self.why else self.verdict + where
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Verdict":
+        """Inverse of to_dict."""
+        return cls(**d)
+
+
+def _finite(values) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
+
+
+def _g(v: float) -> str:
+    return f"{v:.2g}"
+
+
+def gains(grad_rms: list[float]) -> list[float]:
+    """Per layer below the output: this layer's per-example gradient norm over the next
+    one's (a gain below 1 means the gradient shrank on its way down); NaN where undefined."""
+    return [a / b if b and b > 0 else math.nan for a, b in zip(grad_rms[:-1], grad_rms[1:])]
+
+
+def gain_per_layer(grad_rms: list[float]) -> float:
+    """Geometric-mean gain per layer from the output layer to the first."""
+    first, last = grad_rms[0], grad_rms[-1]
+    if len(grad_rms) < 2 or not last or last <= 0:
+        return math.nan
+    if first == 0:  # below float32's range (deep sigmoid nets, about 30 layers and more)
+        return 0.0
+    return (first / last) ** (1 / (len(grad_rms) - 1))
+
+
+def diagnose(point: dict, theory: dict | None = None, moment: str = "",
+             epoch: int | None = None, diverged: str | None = None) -> Verdict:
+    """The verdict for one probe point.
+
+    point: per-layer lists 'grad_rms', 'update_ratio' (per Linear, input first) and
+    'saturated', 'dead', 'preact_rms' (per hidden activation), as diagnostics.Probe
+    records them. theory: the history's mean-field prediction (for the pre-activation scale
+    against the fixed point), or None. diverged: why the run diverged, if it did.
+    """
+    rms, upd = point["grad_rms"], point["update_ratio"]
+    sat, dead, pre = point.get("saturated", []), point.get("dead", []), point.get("preact_rms", [])
+    ev: dict = {}
+    if pre and _finite(pre):
+        ev["preact_q"] = sum(p * p for p in pre) / len(pre)
+        if theory and theory.get("q_star") is not None:
+            ev["q_star"] = theory["q_star"]
+
+    def verdict(name, layer, why, **numbers):
+        return Verdict(name, layer, {**numbers, **ev}, why, moment, epoch)
+
+    if diverged or not (_finite(rms) and _finite(upd)):
+        return verdict("diverged", None, diverged or "non-finite gradients or updates")
+    ev["update_min"], ev["update_max"] = min(upd), max(upd)
+    rect = point.get("rectifier") or [True] * len(dead)
+    dead_layers = [i for i, (v, r) in enumerate(zip(dead, rect)) if r and v >= DEAD_SHARE]
+    if dead_layers:
+        i = dead_layers[0]
+        return verdict("dead units", i + 1,
+                       f"{dead[i]:.0%} of layer {i + 1}'s units pass no gradient for any "
+                       f"example (mean over layers {sum(dead) / len(dead):.0%})",
+                       dead_layer=dead[i], dead_mean=sum(dead) / len(dead))
+    if sat and sum(sat) / len(sat) >= SATURATED_SHARE:
+        i = next(i for i, v in enumerate(sat) if v >= SATURATED_SHARE)
+        return verdict("saturated", i + 1,
+                       f"{sum(sat) / len(sat):.0%} of the hidden activations sit on a flat "
+                       f"tail ({sat[i]:.0%} in layer {i + 1})",
+                       saturated_mean=sum(sat) / len(sat), saturated_layer=sat[i])
+    top = max(range(len(upd)), key=lambda i: upd[i])
+    if upd[top] > EXPLODE_UPDATE:
+        return verdict("exploding", top + 1,
+                       f"one step would move layer {top + 1} by {_g(upd[top])} of its norm",
+                       ratio_rms=rms[0] / rms[-1] if rms[-1] else None)
+    g = gain_per_layer(rms)
+    spread = upd[0] / upd[-1] if upd[-1] > 0 else math.nan
+    if (spread < VANISH_SPREAD or upd[-1] == 0) and g < VANISH_GAIN:
+        per = gains(rms)
+        start = next((i for i in range(len(per) - 1, -1, -1) if per[i] >= VANISH_GAIN), None)
+        layer = 1 if start is None else start + 2
+        return verdict("vanishing", layer,
+                       f"gain {_g(g)} per layer, first-layer update {_g(upd[0])} of its "
+                       f"weight per step ({_g(spread)} of the output layer's)",
+                       gain_per_layer=g, update_first=upd[0], update_out=upd[-1],
+                       update_spread=spread)
+    if upd[top] < FROZEN_UPDATE:
+        return verdict("frozen", None,
+                       f"the largest update is {_g(upd[top])} of a weight per step (layer "
+                       f"{top + 1}), gain {_g(g)} per layer",
+                       gain_per_layer=g)
+    return verdict("healthy", None,
+                   f"gain {_g(g)} per layer, updates {_g(min(upd))}..{_g(upd[top])} per step",
+                   gain_per_layer=g, update_spread=spread)
+
+
+def point(diagnostics: dict, index: int) -> dict:
+    """The measurements of one probe point (index into the history's probe points)."""
+    return {k: v[index] for k, v in diagnostics.items()
+            if isinstance(v, list) and k not in ("epoch", "notes")}
+
+
+def diagnose_run(diagnostics: dict | None, theory: dict | None = None,
+                 diverged_epoch: int | None = None,
+                 diverged_reason: str | None = None) -> dict[str, dict]:
+    """{moment: Verdict.to_dict()} for init, epoch 1 and the end of a run, from its history's
+    probe points (empty without diagnostics). A run that diverged is 'diverged' from the
+    epoch it diverged at."""
+    if not diagnostics or not diagnostics.get("epoch"):
+        return {}
+    epochs = diagnostics["epoch"]
+    out = {}
+    for moment in MOMENTS:
+        i = MOMENT_POINTS[moment] % len(epochs)
+        if moment == "epoch1" and len(epochs) < 2:
+            continue
+        epoch = epochs[i]
+        if moment == "end" and diverged_epoch is not None:
+            out[moment] = Verdict("diverged", None, {"epoch": diverged_epoch},
+                                  f"at epoch {diverged_epoch} ({diverged_reason})",
+                                  moment, diverged_epoch).to_dict()
+            continue
+        if moment == "end" and epoch == 0:
+            continue
+        p = point(diagnostics, i)
+        p["rectifier"] = (diagnostics.get("activations") or {}).get("rectifier")
+        out[moment] = diagnose(p, theory, moment, epoch).to_dict()
+    return out
+
+
+def summary(diagnosis: dict[str, dict]) -> str:
+    """'vanishing -> healthy' (init -> end), for the summary table."""
+    names = [diagnosis[m]["verdict"] for m in ("init", "end") if m in diagnosis]
+    return " -> ".join(names) if names else "-"
+
+
+def sentence(diagnosis: dict[str, dict]) -> str:
+    """The verdict that explains the run's outcome (the end's, else init's), in words."""
+    for moment in ("end", "init"):
+        if moment in diagnosis:
+            v = Verdict.from_dict(diagnosis[moment])
+            return f"{moment}: {v}"
+    return ""
+
+
+TRAINABLE_ACC = 0.5
+"""A run trained when the whole network's validation accuracy reached this (the depth
+sweep's trainable-depth level, registry.TRAINABLE_ACC)."""
+
+
+def predict_trainable(diagnosis: dict[str, dict], val_acc_epoch1: float | None = None,
+                      steps: int | None = None) -> bool:
+    """Whether a run will reach TRAINABLE_ACC by the end of its budget of `steps` optimizer
+    steps, from init and its first epoch only: yes when it already did after epoch 1; no
+    when the epoch-1 verdict (init's for a run of one epoch) is a broken state (diverged,
+    dead units, saturated, exploding); else yes when its slowest layer, moving at its
+    epoch-1 rate for the whole budget, would move by at least REACH of its norm (without
+    steps: when the verdict is healthy)."""
+    if val_acc_epoch1 is not None and val_acc_epoch1 >= TRAINABLE_ACC:
+        return True
+    v = diagnosis.get("epoch1") or diagnosis.get("init")
+    if v is None or v["verdict"] in ("diverged", "dead units", "saturated", "exploding"):
+        return False
+    if steps is None:
+        return v["verdict"] == "healthy"
+    return reach(v, steps) >= REACH
+
+
+def reach(verdict: dict, steps: int) -> float:
+    """How far the slowest layer would move, relative to its norm, in `steps` steps at the
+    rate the verdict measured: steps x its smallest update ratio."""
+    return steps * verdict["evidence"].get("update_min", 0.0)
