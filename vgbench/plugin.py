@@ -48,7 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="where to train (default auto: cuda if available)")
     g.addoption("--vg-set", default="course", choices=list(harness.SETS),
                 help="which built-in remedies run: course (default, the protocol's), "
-                     "literature, or all; user remedies always join")
+                     "literature, control (the diagnosis' positive controls), or all; user "
+                     "remedies always join")
     g.addoption("--vg-remedy", action="append", default=[], metavar="NAME",
                 help="only this remedy (repeatable); see `python -m vgbench list`")
     g.addoption("--vg-remedies", action="append", default=[], metavar="FILE",
