@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -98,11 +99,13 @@ def gradient_flow(h: History, path: str | Path) -> Path:
     at init also the per-example RMS norms and the mean-field prediction; the diagnosis at
     init and at the end, its layer marked (red lines)."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    _draw_flow(ax, h, _snapshots(h))
-    _draw_theory(ax, h)
-    _draw_diagnosis(ax, h)
-    ax.legend(fontsize="small")
-    return _save(fig, path)
+    with warnings.catch_warnings():  # every gradient 0 (all units dead): nothing to log-scale
+        warnings.filterwarnings("ignore", "Data has no positive values")
+        _draw_flow(ax, h, _snapshots(h))
+        _draw_theory(ax, h)
+        _draw_diagnosis(ax, h)
+        ax.legend(fontsize="small")
+        return _save(fig, path)
 
 
 def weight_change(h: History, path: str | Path) -> Path:
