@@ -233,15 +233,6 @@ def summary(diagnosis: dict[str, dict]) -> str:
     return " -> ".join(names) if names else "-"
 
 
-def sentence(diagnosis: dict[str, dict]) -> str:
-    """The verdict that explains the run's outcome (the end's, else init's), in words."""
-    for moment in ("end", "init"):
-        if moment in diagnosis:
-            v = Verdict.from_dict(diagnosis[moment])
-            return f"{moment}: {v}"
-    return ""
-
-
 TRAINABLE_ACC = 0.5
 """A run trained when the whole network's validation accuracy reached this (the depth
 sweep's trainable-depth level, registry.TRAINABLE_ACC)."""

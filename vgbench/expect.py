@@ -65,6 +65,12 @@ def metrics(h: History, baseline_ratio_init: float | None = None) -> dict[str, f
     return m
 
 
+def in_depths(depths: tuple[int | None, int | None], depth: int) -> bool:
+    """Whether depth lies in (lowest, highest), either end None: open."""
+    lo, hi = depths
+    return (lo is None or depth >= lo) and (hi is None or depth <= hi)
+
+
 @dataclass(frozen=True)
 class Check:
     """metric OP value must hold; `why` says which seeds gave it and the margin taken.
@@ -93,10 +99,7 @@ class Check:
 
     def applies_at(self, depth: int) -> bool:
         """Whether the check is meant for this depth."""
-        if self.depths is None:
-            return True
-        lo, hi = self.depths
-        return (lo is None or depth >= lo) and (hi is None or depth <= hi)
+        return self.depths is None or in_depths(self.depths, depth)
 
     def __str__(self) -> str:
         value = str(bool(self.value)) if self.metric == "diverged" else f"{self.value:g}"
@@ -154,8 +157,7 @@ class Diagnosis:
             return False
         if self.depths is None:
             return depth == own_depth
-        lo, hi = self.depths
-        return (lo is None or depth >= lo) and (hi is None or depth <= hi)
+        return in_depths(self.depths, depth)
 
     def __str__(self) -> str:
         return f"diagnosis at {self.moment} is {self.verdict}"

@@ -407,12 +407,18 @@ def table(rows: list[dict], fmt: str = "simple") -> str:
     return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
+def _trained(record: dict, level: float) -> bool:
+    """The whole network reached validation accuracy `level` (metric whole_val_acc) and
+    the run did not diverge."""
+    return (record["metrics"].get("whole_val_acc") or 0.0) >= level and \
+        not record.get("diverged_epoch")
+
+
 def trainable_depth(records: list[dict], level: float) -> int | None:
     """The deepest depth at which these records (one remedy, one seed) reach a validation
     accuracy >= level with the whole network (metric whole_val_acc: layerwise's shallow
     early stages do not count); None: no depth did."""
-    ok = [r["depth"] for r in records
-          if (r["metrics"].get("whole_val_acc") or 0.0) >= level and not r.get("diverged_epoch")]
+    ok = [r["depth"] for r in records if _trained(r, level)]
     return max(ok, default=None)
 
 
@@ -471,11 +477,6 @@ def depth_expectations(records: list[dict], settings: "Settings",
                                f"{b or '<' + str(min(registry.SWEEP_DEPTHS))}" for s, a, b in pairs)
             out.append({"text": text, "held": held, "detail": detail})
     return out
-
-
-def _trained(record: dict, level: float) -> bool:
-    return (record["metrics"].get("whole_val_acc") or 0.0) >= level and \
-        not record.get("diverged_epoch")
 
 
 INTERVENTION_BUDGETS = ("sweep",)
