@@ -13,12 +13,15 @@ For each remedy, in one process and interleaved (floor, remedy, floor, remedy, .
 (c) one vgbench epoch (train + validation + probe), as Run.step times it;
 (d) with --before, the same epoch with this version's CPU speed-ups switched off
     (denormals not flushed, per-tensor optimizer steps): what the loop cost before them,
-    measured side by side.
+    measured side by side;
+(e) on CUDA, the same epoch without the CUDA graph (eager steps), side by side: what the
+    graph saves (--no-eager leaves it out).
 Prints ms per epoch (medians) and the multiple of the floor; --ops N lists each remedy's N
 costliest non-GEMM ops (where the time beyond the floor goes). With --course, also the course
 project's own loop (torchvision DataLoader, a `.item()` per batch) for the baseline.
 
     python benchmarks/speed.py --all [--before] [--epochs 3] [--device auto] [--threads 1]
+    python benchmarks/speed.py --all --device cuda     # graph and eager side by side
     python benchmarks/speed.py --remedy baseline --remedy custom_norm --ops 8
 """
 
@@ -199,13 +202,18 @@ class Timing:
     ops: float | None = None
     """ops alone (CPU only)"""
     before: float | None = None
+    eager: float | None = None
+    """CUDA: the epoch with cuda_graph off"""
+    graph: str | None = None
+    """CUDA: the graphed run's History.cuda_graph ('captured' or why eager)"""
     by_op: Counter = field(default_factory=Counter)
     """ops alone per aten op, averaged over the stages as the medians are"""
     calls: int = 0
     """aten op calls per epoch"""
 
 
-def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False) -> Timing:
+def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False,
+                    eager: bool = False) -> Timing:
     """Medians of the vgbench epoch, the floor, the ops alone (CPU) and, with `before`, the
     epoch with the speed-ups off; floor and epochs interleaved; the first epoch of each is a
     warm-up (each stage's first, layerwise), and the ops are recorded during it."""
@@ -215,11 +223,13 @@ def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False) -> Tim
     floors = [Floor(gemms, device) for _, gemms in plan]
     parts = registry.get(name).parts
     run = train.Run(cfg, splits, name, parts)
-    old = None
+    old = plain = None
     if before:
         with speedups_off():
             old = train.Run(cfg, splits, name, parts)
-    ours, floor_times, old_times, stages, recorders = [], [], [], [], []
+    if eager:
+        plain = train.Run(replace(cfg, cuda_graph=False), splits, name, parts)
+    ours, floor_times, old_times, plain_times, stages, recorders = [], [], [], [], [], []
     while not run.done:
         stage = min(run.epoch_no // cfg.epochs_per_stage, len(floors) - 1)
         stages.append(stage)
@@ -236,6 +246,9 @@ def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False) -> Tim
             with speedups_off():
                 old.step()
             old_times.append(old.history.epoch_time[-1])
+        if plain is not None:
+            plain.step()
+            plain_times.append(plain.history.epoch_time[-1])
     kept = [i for i in range(len(ours)) if i % cfg.epochs_per_stage]
     n_stage = stages[-1] + 1
 
@@ -245,7 +258,8 @@ def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False) -> Tim
             return None
         return statistics.fmean(statistics.median(times[i] for i in kept if stages[i] == k)
                                 for k in range(n_stage))
-    t = Timing(median(ours), median(floor_times), before=median(old_times))
+    t = Timing(median(ours), median(floor_times), before=median(old_times),
+               eager=median(plain_times), graph=run.finish().cuda_graph)
     if recorders:
         by_stage = [r.seconds() for r in recorders]
         t.ops = statistics.fmean(sum(ops.values()) for ops in by_stage)
@@ -318,6 +332,8 @@ def main() -> None:
                    help=f"torch threads (default {SUITE_THREADS}, as in the suite)")
     p.add_argument("--before", action="store_true",
                    help="also time each epoch with this version's CPU speed-ups off")
+    p.add_argument("--no-eager", action="store_true",
+                   help="on CUDA, leave out the epoch without the CUDA graph")
     p.add_argument("--ops", type=option_type(lo=0), default=0, metavar="N",
                    help="list each remedy's N costliest non-GEMM ops (CPU)")
     p.add_argument("--course", action="store_true",
@@ -329,13 +345,17 @@ def main() -> None:
     splits = data.split(data.load_cached(device=device), 42)
     rows, timings = [], {}
     for name in names:
-        t = timings[name] = remedy_vs_floor(name, splits, args.epochs, args.before)
-        row = [name, f"{t.floor * 1e3:.0f}"]
+        t = timings[name] = remedy_vs_floor(name, splits, args.epochs, args.before,
+                                            eager=device.type == "cuda" and not args.no_eager)
+        row = [name, f"{t.floor * 1e3:.1f}"]
         if t.ops is not None:
             row += [f"{t.ops * 1e3:.0f}", f"{t.ops / t.floor:.2f}"]
-        row += [f"{t.ours * 1e3:.0f}", f"{t.ours / t.floor:.2f}"]
+        row += [f"{t.ours * 1e3:.1f}", f"{t.ours / t.floor:.2f}"]
         if t.before is not None:
             row += [f"{t.before * 1e3:.0f}", f"{t.before / t.floor:.2f}"]
+        if t.eager is not None:
+            row += [f"{t.eager * 1e3:.1f}", f"{t.eager / t.floor:.2f}",
+                    f"{t.eager / t.ours:.1f}", t.graph]
         rows.append(row)
         line = f"  {name}: {t.ours * 1e3:.0f} ms, floor {t.floor * 1e3:.0f} ms"
         if t.ops is not None:
@@ -355,6 +375,8 @@ def main() -> None:
     headers += ["vgbench ms/epoch", "x floor"]
     if args.before:
         headers += ["speed-ups off ms/epoch", "x floor"]
+    if any(t.eager is not None for t in timings.values()):
+        headers += ["eager (no graph) ms/epoch", "x floor", "graph speed-up", "graph"]
     print(tabulate(rows, headers=headers, disable_numparse=True))
     if args.course:
         with tempfile.TemporaryDirectory() as tmp:

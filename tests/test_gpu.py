@@ -94,3 +94,56 @@ def test_batched_seeds_on_cuda(cuda_data):
         alone = train.train(replace(cfg, seed=seed), splits[seed], "relu")
         torch.testing.assert_close(torch.tensor(h.train_loss), torch.tensor(alone.train_loss),
                                    rtol=1e-3, atol=1e-4)
+
+
+class StaleBufferGraph(train.StepGraph):
+    """A broken capture: the graph reads a copy of the batch it was captured on."""
+
+    def record(self):
+        stale = self.idx.clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.run._train_step(stale, zero_grad=False)
+        return graph.replay
+
+
+@pytest.mark.parametrize("name", ["baseline", "adam", "batchnorm"])
+def test_graph_self_check_passes_on_cuda(cuda_data, name):
+    from vgbench import selfcheck
+
+    selfcheck.reset()
+    cfg = replace(registry.get(name).config, epochs=1, limit=4096)
+    h = train.train(cfg, data.split(cuda_data, 42, limit=4096), name)
+    [check] = h.self_checks
+    assert h.cuda_graph == "captured" and check["ok"] and check["here"], check
+    print(f"{name}: {selfcheck.Result(**check).reason()}; {check['seconds']:.3f} s")
+
+
+def test_stale_graph_buffer_is_caught_on_cuda(cuda_data):
+    from vgbench import selfcheck
+
+    selfcheck.reset()
+    cfg = replace(registry.get("baseline").config, epochs=1, limit=4096)
+    splits = data.split(cuda_data, 42, limit=4096)
+    run = train.Run(cfg, splits, "baseline")
+    run.graphs = StaleBufferGraph(run)
+    while not run.done:
+        run.step()
+    h = run.finish()
+    selfcheck.reset()
+    eager = train.train(replace(cfg, cuda_graph=False), splits, "baseline")
+    assert h.cuda_graph.startswith("eager (self-check failed: "), h.cuda_graph
+    torch.testing.assert_close(torch.tensor(h.train_loss), torch.tensor(eager.train_loss),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["relu", "adam", "clip_std10"])
+def test_batched_self_check_passes_on_cuda(cuda_data, name):
+    from vgbench import batched, selfcheck
+
+    selfcheck.reset()
+    cfg = replace(registry.get(name).config, epochs=1, limit=4096)
+    run = batched.BatchedRun(cfg, {s: data.split(cuda_data, s, limit=4096) for s in (42, 43)},
+                             name)
+    assert run.check.ok and run.check.here
+    print(f"{name}: {run.check.reason()}; {run.check.seconds:.3f} s")

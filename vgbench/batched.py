@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from vgbench import model as M
+from vgbench import selfcheck
 from vgbench.config import Config
 from vgbench.data import Splits
 from vgbench.train import History, Run, _without_denormals, batch_bounds, sync
@@ -58,6 +59,29 @@ class BatchedRun:
         self.base = copy.deepcopy(models[0]).to("meta")
         self.opt = M.make_optimizer(list(self.params.values()), cfg, parts)
         self.epoch_no = 0
+        self.check = self._verify()
+        for run in self.runs:
+            run.history.self_checks.append(self.check.to_dict())
+
+    def _verify(self) -> selfcheck.Result:
+        """The batched step trains the first seed as it trains alone (checked once per
+        session and step kind); raises selfcheck.Mismatch if not."""
+        failed = selfcheck.failed(selfcheck.BATCHED)
+        if failed is not None:
+            raise selfcheck.Mismatch(failed.elsewhere())
+        key = selfcheck.step_key(selfcheck.BATCHED, self.runs[0].mlp, self.opt, self.cfg)
+        result = selfcheck.earlier(key) or selfcheck.remember(key,
+                                                              selfcheck.check_batched(self))
+        if not result.ok:
+            raise selfcheck.Mismatch(result)
+        return result
+
+    def stacked_state(self) -> dict[str, torch.Tensor]:
+        """The tensors a batched step changes: stacked weights, buffers, optimizer state."""
+        state = dict(self.params)
+        state.update({f"buffer {k}": v for k, v in self.buffers.items()})
+        state.update(selfcheck.optimizer_state(self.opt, self.params))
+        return state
 
     @property
     def done(self) -> bool:
@@ -94,17 +118,23 @@ class BatchedRun:
         self.base.train()
         n = len(perms[0])
         for lo, hi in batch_bounds(n, self.cfg.batch_size):
-            x, y = self._gather(perms, lo, hi)
-            logits = self._forward(x)
-            losses = vmap(F.cross_entropy)(logits, y)  # (K,): each model's mean loss
-            self.opt.zero_grad(set_to_none=True)
-            losses.sum().backward()  # model k's weights get d loss_k only
-            if self.cfg.clip_norm is not None:
-                self._clip()
-            self.opt.step()
+            losses, hits = self.train_step(perms, lo, hi)
             loss_sum += losses.detach() * (hi - lo)
-            correct += (logits.argmax(-1) == y).sum(-1)
+            correct += hits
         return loss_sum / n, correct / n
+
+    def train_step(self, perms: list[torch.Tensor], lo: int, hi: int):
+        """One optimizer step of every model on its perm[lo:hi]; returns (each model's
+        mean loss, each model's hits), shapes (K,)."""
+        x, y = self._gather(perms, lo, hi)
+        logits = self._forward(x)
+        losses = vmap(F.cross_entropy)(logits, y)  # (K,): each model's mean loss
+        self.opt.zero_grad(set_to_none=True)
+        losses.sum().backward()  # model k's weights get d loss_k only
+        if self.cfg.clip_norm is not None:
+            self._clip()
+        self.opt.step()
+        return losses, (logits.argmax(-1) == y).sum(-1)
 
     @torch.no_grad()
     def _evaluate(self):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from vgbench import data, diagnose, expect, files, registry, train
+from vgbench import data, diagnose, expect, files, registry, selfcheck, train
 
 BUDGETS = {"full": None, "quick": registry.QUICK_EPOCHS, "sweep": registry.SWEEP_EPOCHS}
 """Epochs per budget (None: the protocol's, from the config)."""
@@ -136,6 +136,10 @@ class Settings:
 
     def batched(self, remedy: registry.Remedy, cfg) -> bool:
         """Whether this remedy's seeds train as one batched model this session."""
+        return (self._batchable(remedy, cfg)
+                and selfcheck.failed(selfcheck.BATCHED) is None)
+
+    def _batchable(self, remedy: registry.Remedy, cfg) -> bool:
         if self.n_seeds < 2 or self.batch_seeds == "off":
             return False
         if self.batch_seeds == "auto" and train.resolve_device(self.device).type != "cuda":
@@ -143,6 +147,14 @@ class Settings:
         from vgbench import batched
 
         return batched.unsupported(cfg, remedy.parts) is None
+
+    def batch_fallback(self, remedy: registry.Remedy, cfg):
+        """The failed batched self-check (selfcheck.Result) that made this remedy's seeds,
+        which would have trained batched, train one by one; None if none did."""
+        failed = selfcheck.failed(selfcheck.BATCHED)
+        if failed is None or not self._batchable(remedy, cfg):
+            return None
+        return failed.elsewhere()
 
     def config(self, remedy: registry.Remedy, seed: int, depth: int | None = None):
         """The remedy's config at this budget, seed and depth."""
@@ -193,12 +205,15 @@ def run_case(case: Case, settings: Settings, epoch_driver=None) -> dict:
     device = train.resolve_device(settings.device)
     ds = data.load_cached(settings.data_dir, device=device)
     splits = data.split(ds, case.seed, cfg.val_fraction, cfg.limit)
-    if settings.batched(remedy, cfg):
-        h = _batched_history(case, settings, remedy, ds, epoch_driver)
-    else:
+    h = (_batched_history(case, settings, remedy, ds, epoch_driver)
+         if settings.batched(remedy, cfg) else None)
+    if h is None:
         run = train.Run(cfg, splits, case.key, remedy.parts)
         _drive(run, epoch_driver, case)
         h = run.finish()
+        failed = _FALLBACK.pop(case.id, None) or settings.batch_fallback(remedy, cfg)
+        if failed is not None:  # the seeds would have trained batched: say why they did not
+            h.self_checks.append(failed.to_dict())
     base = (baseline_ratio_init(splits, case.seed, cfg.probe_size, cfg.n_layer)
             if cfg.diagnostics else None)
     m = expect.metrics(h, base)
@@ -219,7 +234,7 @@ def run_case(case: Case, settings: Settings, epoch_driver=None) -> dict:
         "target": settings.target, "history": str(out / "history.json"),
         "history_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "history_json": text, "torch_threads": torch.get_num_threads(), "env": h.env,
-        "batched_with": h.batched_with,
+        "batched_with": h.batched_with, "self_checks": h.self_checks,
     }
 
 
@@ -236,6 +251,9 @@ def _drive(run, epoch_driver, case: Case) -> None:
 
 _BATCHES: dict[tuple, dict[int, train.History]] = {}
 """Histories of seeds trained in a batch, waiting for their own case (in this process)."""
+_FALLBACK: dict[str, "selfcheck.Result"] = {}
+"""Cases whose batch failed its self-check in this very case (the others learn it from
+selfcheck.failed)."""
 
 
 def _batched_history(case: Case, settings: Settings, remedy, ds, epoch_driver):
@@ -247,7 +265,11 @@ def _batched_history(case: Case, settings: Settings, remedy, ds, epoch_driver):
 
         cfg = settings.config(remedy, case.seed, case.depth)
         splits = {s: data.split(ds, s, cfg.val_fraction, cfg.limit) for s in settings.seeds}
-        run = batched.BatchedRun(cfg, splits, case.key, remedy.parts)
+        try:
+            run = batched.BatchedRun(cfg, splits, case.key, remedy.parts)
+        except selfcheck.Mismatch as exc:  # one by one from now on (settings.batch_fallback)
+            _FALLBACK[case.id] = exc.result
+            return None
         _drive(run, epoch_driver, case)
         _BATCHES[key] = dict(zip(settings.seeds, run.finish()))
     histories = _BATCHES[key]
@@ -314,6 +336,27 @@ def _fmt_acc(values: list[float | None], diverged: list[int | None], ci: bool = 
         parts.append(f"diverged@{','.join(map(str, epochs))}"
                      + (f" ({n}/{len(diverged)})" if done else ""))
     return "; ".join(parts) or "-"
+
+
+def self_check_words(records: list[dict]) -> str:
+    """The summary header's words on the GPU self-checks (selfcheck.py): '' where none
+    ran (CPU); each fast path's checks and their cost; a WARNING for a failed one."""
+    checks = [c for r in records for c in r.get("self_checks") or []]
+    words = []
+    for what in sorted({c["what"] for c in checks}):
+        ran = [c for c in checks if c["what"] == what and c["here"]]
+        bad = [c for c in ran if not c["ok"]]
+        hit = sum(any(c["what"] == what and not c["ok"] for c in r.get("self_checks") or [])
+                  for r in records)
+        if bad:
+            words.append(f"WARNING: the {what} self-check failed, {hit} case(s) trained "
+                         f"without it: {bad[0]['worst']} off by {bad[0]['diff']:.2g} of its "
+                         f"change after {bad[0]['steps']} steps (tolerance "
+                         f"{bad[0]['tolerance']:.2g})")
+        else:
+            words.append(f"{what} self-check passed ({len(ran)} check(s), "
+                         f"{sum(c['seconds'] for c in ran):.2f} s)")
+    return "; ".join(words)
 
 
 def _order(key: str) -> tuple:

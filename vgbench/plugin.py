@@ -513,6 +513,9 @@ class _Controller:
                 f"device {', '.join(devices)}"
                 + (f", data limited to {settings.limit} per split" if settings.limit else "")
                 + f"; {self.scheduling()}")
+        checks = harness.self_check_words(records)
+        if checks:
+            text += f"; {checks}"
         if not self.status.get("complete", True):
             text += f"; INCOMPLETE: {len(self.status['missing'])} case(s) missing"
         return text

@@ -21,7 +21,7 @@ from vgbench import files
 from vgbench import model as M
 from vgbench.config import Config
 from vgbench.data import Splits
-from vgbench import diagnose, theory
+from vgbench import diagnose, selfcheck, theory
 from vgbench.diagnostics import Probe, Updater, grad_ratio, init_profile, probe_batch
 
 
@@ -151,6 +151,9 @@ class History:
     theory: dict | None = None
     """The mean-field prediction for the same batch (theory.Prediction.to_dict()), or
     {'applies': False, 'why': ...} where mean field does not describe the network."""
+    self_checks: list[dict] = field(default_factory=list)
+    """The GPU fast paths' checks against eager steps that govern this run (CUDA graph,
+    batched seeds; selfcheck.Result.to_dict()); empty on the CPU."""
     diagnosis: dict = field(default_factory=dict)
     """{'init' | 'epoch1' | 'end': diagnose.Verdict.to_dict()}: what is wrong and where, at
     init, after the first epoch and after the last (see vgbench/diagnose.py)."""
@@ -196,52 +199,90 @@ class StepGraph:
     gathers the batch with index_select on the device tensors; the gradients, optimizer
     state and the epoch's loss and hit sums live in the graph's memory. The first WARMUP
     full batches run eagerly on a side stream (as CUDA requires before a capture; they are
-    real training steps), the next is captured and replayed. A short last batch runs
-    eagerly. Where capture fails (a remedy's own code that syncs with the host, e.g. with
-    .item()), the run goes on eagerly and `status` says why.
+    real training steps), the next is captured, checked against eager steps
+    (vgbench/selfcheck.py) and replayed. A short last batch runs eagerly. Where capture
+    fails (a remedy's own code that syncs with the host, e.g. with .item()) or the replay
+    trains differently from eager, the run goes on eagerly and `status` says why.
     """
 
     WARMUP = 3
 
     def __init__(self, run: "Run", previous: str | None = None):
-        self.run, self.graph, self.seen = run, None, 0
+        self.run, self.replay, self.seen = run, None, 0
         self.status = previous if previous and previous.startswith("eager") else "warming up"
+        failed = selfcheck.failed(selfcheck.GRAPH)
+        if failed is not None and not self.status.startswith("eager"):
+            self.status = f"eager (self-check failed earlier in this session: {failed.reason()})"
+            self._book(failed.elsewhere())
         self.idx = None
-        self.stream = torch.cuda.Stream(run.device)
+        self.stream = torch.cuda.Stream(run.device) if run.device.type == "cuda" else None
 
     def step(self, idx: torch.Tensor) -> None:
         """Train on the full batch idx: eagerly while warming up, then by graph replay."""
         run = self.run
         if self.status.startswith("eager"):
             run._train_step(idx)
-        elif self.graph is None and self.seen < self.WARMUP:
-            self.stream.wait_stream(torch.cuda.current_stream(run.device))
-            with torch.cuda.stream(self.stream):
+        elif self.replay is None and self.seen < self.WARMUP:
+            if self.stream is None:
                 run._train_step(idx)
-            torch.cuda.current_stream(run.device).wait_stream(self.stream)
+            else:
+                self.stream.wait_stream(torch.cuda.current_stream(run.device))
+                with torch.cuda.stream(self.stream):
+                    run._train_step(idx)
+                torch.cuda.current_stream(run.device).wait_stream(self.stream)
             self.seen += 1
-        elif self.graph is None:
+        elif self.replay is None:
             self._capture(idx)
         else:
             self.idx.copy_(idx)
-            self.graph.replay()
+            self.replay()
+
+    def record(self):
+        """Capture run's step on the static self.idx; returns the replay callable. (A CPU
+        stand-in in the tests overrides this.)"""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.run._train_step(self.idx, zero_grad=False)
+        return graph.replay
 
     def _capture(self, idx: torch.Tensor) -> None:
         run = self.run
         self.idx = idx.clone()
-        graph = torch.cuda.CUDAGraph()
         run.opt.zero_grad(set_to_none=True)  # the captured backward owns the gradients
         try:
-            with torch.cuda.graph(graph):
-                run._train_step(self.idx, zero_grad=False)
+            replay = self.record()
         except RuntimeError as exc:  # nothing ran: capture only records
-            torch.cuda.synchronize(run.device)
+            sync(run.device)
             run.opt.zero_grad(set_to_none=True)
             self.status = f"eager (capture failed: {str(exc).splitlines()[0][:200]})"
             run._train_step(idx)
             return
-        self.graph, self.status = graph, "captured"
-        graph.replay()  # the capture recorded this batch's step: now run it
+        if not self._verified(replay, idx):
+            run._train_step(idx)
+            return
+        self.replay, self.status = replay, "captured"
+        self.idx.copy_(idx)
+        replay()  # the capture recorded this batch's step: now run it
+
+    def _verified(self, replay, idx: torch.Tensor) -> bool:
+        """The replay trains as eager steps do (checked once per session and step kind)."""
+        run = self.run
+        key = selfcheck.step_key(selfcheck.GRAPH, run.net, run.opt, run.cfg)
+        result = selfcheck.earlier(key)
+        if result is None:
+            n = len(run.s.train_y)
+            batches = [(idx + j * len(idx)) % n for j in range(selfcheck.STEPS)]
+            result = selfcheck.remember(key, selfcheck.check_graph(run, replay, self.idx,
+                                                                   batches))
+        self._book(result)
+        if not result.ok:
+            self.status = f"eager (self-check failed: {result.reason()})"
+        return result.ok
+
+    def _book(self, result: "selfcheck.Result") -> None:
+        entry, booked = result.to_dict(), self.run.history.self_checks
+        if entry not in booked:  # layerwise: one StepGraph per stage
+            booked.append(entry)
 
 
 class Run:

@@ -1,0 +1,307 @@
+"""Run-time self-checks of the GPU's fast paths against plain eager training.
+
+On CUDA, vgbench replays each full-batch training step from a CUDA graph (train.StepGraph)
+and trains a remedy's seeds as one batched model (batched.BatchedRun). Either can go subtly
+wrong without an error: a replay that reads a stale input buffer, optimizer state or a random
+stream read outside the graph, a batched step that mixes seeds. So before a run relies on
+one, the same STEPS steps from the same state run both ways and the results are compared:
+
+- 'cuda graph': STEPS different full batches replayed from the graph, against the same
+  batches stepped eagerly, both from the state at capture (weights, optimizer state, norm
+  statistics, the epoch's loss sum);
+- 'batched seeds': STEPS batches of the batched model, against its first seed stepped alone
+  (Run's own training step and optimizer), both from the initial weights.
+Afterwards the state is put back, so the run trains exactly as it would without the check.
+
+The measure, per tensor the steps change: the largest difference between the fast result and
+the eager one, less ULPS float steps of the tensor's size, relative to the largest change
+the eager steps made to it (a wrong update of a layer whose gradient vanishes counts as much
+as one of the output layer). Each tensor's tolerance comes from the device: the eager steps
+run a second time with every weight moved by one float step and each batch's samples in
+another order (the same mathematics, other rounding); what that changes, times
+SPREAD_FACTOR and at least FLOOR, is the tolerance. Plain reruns are no measure: on the CPU
+and for most GPU kernels they are bit-identical, while a saturated net (init_std10,
+clip_std10) turns the rounding of another matrix-multiply kernel into O(1) of a step's
+change, and the nudged rerun shows that too. Measured on the CPU over every batchable
+remedy, seeds 42-45 (tests/test_selfcheck.py; the numbers in the README's speed section):
+correct batched seeds stay within 0.76 of the tolerance (clip_std10; 0 for most), mixed-up
+seeds exceed it 86-3,600 times, except init_std10, whose own rounding amplification hides
+them (its steps share their check with the baseline's: the same step kind).
+
+A check runs once per session (per process: each xdist worker checks for itself) for each
+distinct step: module types, optimizer and clipping (`step_key`). A mismatch switches that
+path off for the rest of the session: the reason goes into every affected history
+(History.self_checks; for graphs also History.cuda_graph = 'eager (self-check failed: ...)')
+and into the summary's header. The cost is 2 x STEPS eager steps, STEPS fast ones and four
+copies of the state, once per distinct step and session (timed in `Result.seconds`; the
+README's speed section has the GPU's numbers).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+STEPS = 3
+"""Steps each way; different batches, so a replay stuck on one batch shows."""
+FLOOR = 1e-3
+"""Smallest tolerance, as a fraction of how far the steps moved a tensor (float32 rounding
+of a few steps is ~1e-6 of it where the net is not saturated)."""
+ULPS = 8
+"""Float32 rounding forgiven per tensor: ULPS x eps x its largest value (a weight whose change
+is below its own rounding step cannot be judged; a wrong batch shows in the others)."""
+SPREAD_FACTOR = 10.0
+"""Tolerance = SPREAD_FACTOR x the device's eager run-to-run spread (when above FLOOR)."""
+GRAPH, BATCHED = "cuda graph", "batched seeds"
+
+
+@dataclass
+class Result:
+    """One comparison of a fast path with eager steps."""
+
+    what: str
+    """GRAPH or BATCHED."""
+    ok: bool
+    diff: float
+    """Largest difference fast vs eager, as a fraction of the tensor's eager change."""
+    worst: str
+    """The tensor where that difference is."""
+    spread: float
+    """The same measure between two eager runs of the same steps."""
+    tolerance: float
+    steps: int
+    seconds: float
+    """Wall time of the whole check (both eager runs, the fast one, the copies)."""
+    here: bool = True
+    """False: the check ran earlier in this session, for a run with the same step."""
+
+    def reason(self) -> str:
+        """One line: what differed and by how much."""
+        verb = "differs from" if not self.ok else "matches"
+        return (f"{self.what} {verb} eager after {self.steps} steps: {self.worst} off by "
+                f"{self.diff:.2g} of its change (tolerance {self.tolerance:.2g}, eager "
+                f"spread {self.spread:.2g})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def elsewhere(self) -> "Result":
+        """This result as seen by a later run of the session (here=False)."""
+        return Result(**{**self.to_dict(), "here": False})
+
+
+class Mismatch(RuntimeError):
+    """A fast path trained differently from eager; `result` says how."""
+
+    def __init__(self, result: Result):
+        super().__init__(result.reason())
+        self.result = result
+
+
+_PASSED: dict[tuple, Result] = {}
+_FAILED: dict[str, Result] = {}
+
+
+def failed(what: str) -> Result | None:
+    """The failed check that switched `what` off for this session, if any."""
+    return _FAILED.get(what)
+
+
+def earlier(key: tuple) -> Result | None:
+    """A passed check of this session for the same step (key from step_key), if any."""
+    found = _PASSED.get(key)
+    return None if found is None else found.elsewhere()
+
+
+def remember(key: tuple, result: Result) -> Result:
+    """Book a check's result for the session; returns it."""
+    if result.ok:
+        _PASSED[key] = result
+    else:
+        _FAILED.setdefault(result.what, result)
+    return result
+
+
+def reset() -> None:
+    """Forget this session's checks (tests)."""
+    _PASSED.clear()
+    _FAILED.clear()
+
+
+def step_key(what: str, net: torch.nn.Module, opt, cfg) -> tuple:
+    """What makes two runs' steps the same code: the device, the module types, the
+    optimizer, clipping; not the depth, width or seed."""
+    device = next(net.parameters()).device
+    modules = tuple(sorted({f"{type(m).__module__}.{type(m).__qualname__}"
+                            for m in net.modules()}))
+    return (what, str(device), modules, f"{type(opt).__module__}.{type(opt).__qualname__}",
+            cfg.clip_norm is not None)
+
+
+# --- state: copy, put back, compare -----------------------------------------------------
+
+def run_state(run) -> dict[str, torch.Tensor]:
+    """The tensors a train.Run's step changes, by name: parameters and buffers of the
+    network being trained, the optimizer's state, the epoch's loss sum."""
+    state = {f"{name}": p for name, p in run.net.named_parameters()}
+    state.update({f"buffer {name}": b for name, b in run.net.named_buffers()})
+    state.update(optimizer_state(run.opt, dict(run.net.named_parameters())))
+    state["loss sum"] = run._loss_sum
+    return state
+
+
+def optimizer_state(opt, named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The optimizer's tensors, named 'optimizer <param>.<key>' (params by name in named)."""
+    names = {id(p): n for n, p in named.items()}
+    return {f"optimizer {names.get(id(p), '?')}.{k}": v
+            for p, st in opt.state.items() for k, v in st.items()
+            if isinstance(v, torch.Tensor)}
+
+
+def copy_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+@torch.no_grad()
+def put_back(state: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], opt=None,
+             opt_keys: set | None = None) -> None:
+    """Copy saved into state's tensors in place (a CUDA graph holds their addresses); with
+    opt, drop optimizer state that did not exist when opt_keys was taken."""
+    for k, v in state.items():
+        v.copy_(saved[k])
+    if opt is not None:
+        for p in list(opt.state):
+            for k in list(opt.state[p]):
+                if (id(p), k) not in opt_keys:
+                    del opt.state[p][k]
+            if not opt.state[p]:
+                del opt.state[p]
+
+
+def opt_keys(opt) -> set:
+    """Which optimizer state exists now (for put_back)."""
+    return {(id(p), k) for p, st in opt.state.items() for k in st}
+
+
+def difference(fast: dict, eager: dict, start: dict) -> dict[str, float]:
+    """Per tensor: (|fast - eager| - ULPS rounding, largest over the tensor) / its largest
+    eager change. A tensor the steps left unchanged counts 0 when fast left it unchanged
+    too (up to rounding), else inf."""
+    out = {}
+    for k, e in eager.items():
+        if not e.numel():
+            continue
+        e = e.double()
+        s = start[k].double().to(e.device) if k in start else torch.zeros_like(e)
+        moved = (e - s).abs().max().item()
+        off = (fast[k].double().to(e.device) - e).abs().max().item()
+        if off != off:  # nan
+            off = float("inf")
+        off = max(0.0, off - ULPS * torch.finfo(torch.float32).eps * e.abs().max().item())
+        out[k] = off / moved if moved > 0 else (0.0 if off == 0 else float("inf"))
+    return out
+
+
+def judge(what: str, fast: dict, eager: dict, again: dict, start: dict,
+          seconds: float) -> Result:
+    """Compare the fast result with eager, tensor by tensor; the second eager run (other
+    rounding) sets each tensor's tolerance. Reports the tensor nearest to failing."""
+    kinds = sorted(set(eager) ^ set(fast))
+    if kinds:
+        return Result(what, False, float("inf"), f"state differs in kind: {kinds[:3]}",
+                      0.0, FLOOR, STEPS, seconds)
+    spread = difference(again, eager, start)
+    diff = difference(fast, eager, start)
+    tol = {k: max(FLOOR, SPREAD_FACTOR * spread[k]) for k in diff}
+    worst = max(diff, key=lambda k: diff[k] / tol[k])
+    return Result(what, all(diff[k] <= tol[k] for k in diff), diff[worst], worst,
+                  spread[worst], tol[worst], STEPS, seconds)
+
+
+def reordered(batch: torch.Tensor) -> torch.Tensor:
+    """The same samples in another order: the same mean loss and batch statistics, other
+    rounding of every sum over the batch."""
+    return batch.flip(0)
+
+
+@torch.no_grad()
+def nudge(params) -> None:
+    """Move every weight by one float step, up or down at random (a fixed stream): the
+    size of a rounding difference, which a saturated net amplifies as much as another
+    kernel's rounding (batched matrix multiplies) would."""
+    gen = torch.Generator().manual_seed(0)
+    for p in params:
+        up = torch.rand(p.shape, generator=gen) < 0.5
+        far = torch.full(p.shape, float("inf")).where(up, float("-inf")).to(p)
+        p.copy_(torch.nextafter(p, far))
+
+
+# --- the two checks ---------------------------------------------------------------------
+
+def check_graph(run, replay, idx_buffer: torch.Tensor, batches: list[torch.Tensor]) -> Result:
+    """Replay (which trains on idx_buffer's batch) against run's eager step, on batches,
+    from run's current state; the state is put back afterwards."""
+    from vgbench.train import sync
+
+    t0 = time.perf_counter()
+    state = run_state(run)
+    start, keys = copy_state(state), opt_keys(run.opt)
+
+    def eager(rounding: bool = False):
+        if rounding:
+            nudge(run.params)
+        for b in batches:
+            run._train_step(reordered(b) if rounding else b)
+        out = copy_state(run_state(run))  # optimizer state may be new
+        put_back(state, start, run.opt, keys)
+        return out
+
+    first, again = eager(), eager(rounding=True)
+    for b in batches:
+        idx_buffer.copy_(b)
+        replay()
+    fast = copy_state(run_state(run))
+    put_back(state, start, run.opt, keys)
+    sync(run.device)
+    return judge(GRAPH, fast, first, again, start, time.perf_counter() - t0)
+
+
+def check_batched(brun) -> Result:
+    """brun's batched step against its first seed's Run stepping alone, on STEPS batches,
+    from the initial weights; both are put back afterwards."""
+    from vgbench.train import sync
+
+    t0 = time.perf_counter()
+    alone = brun.runs[0]
+    bs, n = brun.cfg.batch_size, len(alone.s.train_y)
+    batches = [torch.arange(j * bs, (j + 1) * bs, device=brun.device) % n
+               for j in range(STEPS)]
+    state = run_state(alone)
+    start, keys = copy_state(state), opt_keys(alone.opt)
+
+    def eager(rounding: bool = False):
+        if rounding:
+            nudge(alone.params)
+        for b in batches:
+            alone._train_step(reordered(b) if rounding else b)
+        out = copy_state(run_state(alone))  # with the optimizer state the steps made
+        put_back(state, start, alone.opt, keys)
+        return out
+
+    first, again = eager(), eager(rounding=True)
+    stacked = brun.stacked_state()
+    b_start, b_keys = copy_state(stacked), opt_keys(brun.opt)
+    loss = torch.zeros((), device=brun.device)
+    for b in batches:
+        losses, _ = brun.train_step([b] * len(brun.runs), 0, bs)
+        loss += losses[0].detach() * bs
+    k_models = len(brun.runs)  # the first model's slice of each stacked tensor
+    fast = {k: (v[0] if v.dim() and v.shape[0] == k_models else v)
+            for k, v in brun.stacked_state().items()}
+    fast["loss sum"] = loss
+    fast = copy_state(fast)
+    put_back(stacked, b_start, brun.opt, b_keys)
+    sync(brun.device)
+    return judge(BATCHED, fast, first, again, start, time.perf_counter() - t0)
