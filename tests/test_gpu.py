@@ -100,10 +100,12 @@ class StaleBufferGraph(train.StepGraph):
     """A broken capture: the graph reads a copy of the batch it was captured on."""
 
     def record(self):
-        stale = self.idx.clone()
+        # kept alive: a freed buffer would be reused and the replay would gather garbage
+        # indices (a device-side assert that poisons the process; seen on an H200)
+        self.stale = self.idx.clone()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.run._train_step(stale, zero_grad=False)
+            self.run._train_step(self.stale, zero_grad=False)
         return graph.replay
 
 

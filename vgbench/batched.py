@@ -60,8 +60,9 @@ class BatchedRun:
         self.opt = M.make_optimizer(list(self.params.values()), cfg, parts)
         self.epoch_no = 0
         self.check = self._verify()
-        for run in self.runs:
-            run.history.self_checks.append(self.check.to_dict())
+        for i, run in enumerate(self.runs):  # the check ran once, for the batch
+            run.history.self_checks.append((self.check if i == 0
+                                             else self.check.elsewhere()).to_dict())
 
     def _verify(self) -> selfcheck.Result:
         """The batched step trains the first seed as it trains alone (checked once per
