@@ -112,6 +112,9 @@ def test_save_then_compare_then_a_moved_metric_fails(suite):
     assert res.ret == pytest.ExitCode.TESTS_FAILED
     out = res.stdout.str()
     assert "MOVED" in out and "moved beyond tolerance: baseline test_acc" in out
+    page = (suite.path / "vg-out" / "report.html").read_text()
+    table = page.split("Comparison with the reference")[1]
+    assert "MOVED" in table.split("<tr>")[2]  # the moved case first, below the header row
 
 
 def test_benchmark_autosave_and_compare_under_xdist(suite):
@@ -223,3 +226,21 @@ def test_save_merges_and_compare_wants_every_case(suite):
     assert res.ret == pytest.ExitCode.TESTS_FAILED
     assert "no reference for relu" in res.stdout.str()
     assert suite.runpytest_subprocess(*args, "--vg-allow-new").ret == 0
+
+
+def test_batched_seeds_each_get_their_epoch_times(suite):
+    """With --vg-batch-seeds on, the first seed's case trains the batch; the second takes
+    its result, and the batch's epoch times into its own benchmark (no 'fixture was not
+    used' warning, both seeds in the JSON)."""
+    res = suite.runpytest_subprocess(*TINY, "--vg-batch-seeds", "on", "--vg-out", "out",
+                                     "--benchmark-json", "bench.json")
+    res.assert_outcomes(passed=2)
+    assert "was not used" not in res.stdout.str()
+    bench = json.loads((suite.path / "bench.json").read_text())["benchmarks"]
+    assert sorted(b["param"] for b in bench) == ["baseline-seed42", "baseline-seed43"]
+    stats = [b["stats"] for b in bench]
+    assert [s["rounds"] for s in stats] == [1, 1]
+    # the batch's one epoch: timed around step() for the first, inside it for the second
+    assert stats[1]["min"] == pytest.approx(stats[0]["min"], rel=0.2)
+    seed43 = json.loads((suite.path / "out" / "baseline-seed43" / "history.json").read_text())
+    assert seed43["batched_with"] == [42, 43]

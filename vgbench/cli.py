@@ -99,6 +99,22 @@ def _plot(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from vgbench import report
+
+    folder = Path(args.dir)
+    if not (folder / "summary.json").is_file():
+        raise SystemExit(f"vgbench report: {folder} has no summary.json; pass the --vg-out "
+                         "folder of a test session (default vg-out)")
+    try:
+        path = report.write(folder, figures=not args.no_figures)
+    except (ValueError, KeyError) as exc:
+        raise SystemExit(f"vgbench report: {folder / 'summary.json'} is not a vgbench "
+                         f"summary ({type(exc).__name__}: {exc}); rerun the session") from None
+    print(f"wrote {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (choices come from the registry)."""
     p = argparse.ArgumentParser(prog="vgbench", description=__doc__)
@@ -137,6 +153,12 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dirs", nargs="+", help="folders written by `vgbench run`")
     plot.add_argument("--out", default=".", help="folder for compare.png (default .)")
     plot.set_defaults(fn=_plot)
+
+    rep = sub.add_parser("report", help="write DIR/report.html from a test session's folder")
+    rep.add_argument("dir", nargs="?", default="vg-out",
+                     help="the session's --vg-out folder (default vg-out)")
+    rep.add_argument("--no-figures", action="store_true", help="a report without figures")
+    rep.set_defaults(fn=_report)
     return p
 
 

@@ -11,17 +11,20 @@ test report; the controller adds them to pytest-benchmark's session, so its tabl
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from types import SimpleNamespace
 
 import pytest
 
-from vgbench import data, files, harness, reference, registry
+from vgbench import data, files, harness, reference, registry, report
 from vgbench.config import option_type
 
 SETTINGS = pytest.StashKey["harness.Settings"]()
 USER_REMEDIES = pytest.StashKey[list]()
 RECORD_KEY = "vgbench_record"
+CRASH_KEY = "vgbench_crash"
+"""user_properties key of a case that raised: harness.crash_info's dict."""
 
 
 def _depths(text: str) -> list[int]:
@@ -69,8 +72,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="torch threads per process (default: each host's cores // its xdist "
                      "workers)")
     g.addoption("--vg-batch-seeds", default="auto", choices=["auto", "on", "off"],
-                help="train a remedy's seeds as one batched model (default auto: on CUDA "
-                     "with --vg-seeds > 1; layerwise and user optimizers never batch)")
+                help="on: train a remedy's seeds as one batched model (layerwise and user "
+                     "optimizers never batch); auto (default) and off: one by one, which "
+                     "with CUDA graphs was faster on an H200")
     g.addoption("--vg-compare", default=None, metavar="FILE",
                 help="fail cases that moved beyond the tolerances in this reference file")
     g.addoption("--vg-allow-new", action="store_true",
@@ -341,7 +345,15 @@ def vg_run(request, benchmark, vg_settings, vg_remedy, vg_depth, vg_seed):
             elif run.cfg.total_epochs:  # one round per epoch, the device synced in step()
                 benchmark.pedantic(run.step, rounds=run.cfg.total_epochs, iterations=1)
         case = harness.Case(vg_remedy, vg_seed, vg_depth)
-        record = harness.run_case(case, vg_settings, driver)
+        try:
+            record = harness.run_case(case, vg_settings, driver)
+        except Exception as exc:
+            request.node.user_properties.append((CRASH_KEY, harness.crash_info(case, exc)))
+            if not benchmark._mode:  # it never reached timing: no 'fixture not used' warning
+                benchmark._mode = "vgbench: the case crashed before timing"
+            raise
+        if not benchmark.disabled and not benchmark._mode and record["epoch_time"]:
+            _book_epoch_times(benchmark, record["epoch_time"])
         node = request.node
         record.update(nodeid=node.nodeid, name=node.name, param=node.callspec.id,
                       params={"vg_remedy": vg_remedy, "vg_depth": vg_depth,
@@ -351,6 +363,16 @@ def vg_run(request, benchmark, vg_settings, vg_remedy, vg_depth, vg_seed):
         return record
 
     return go
+
+
+def _book_epoch_times(benchmark, seconds: list[float]) -> None:
+    """A seed whose batch trained in an earlier case (--vg-batch-seeds on): that batch's
+    epoch times are this case's too; into its benchmark, as its driver would have timed
+    them (pytest-benchmark has no public call for times measured elsewhere)."""
+    benchmark._mode = "vgbench: the epoch times of its batch of seeds"
+    stats = benchmark._make_stats(1)
+    for s in seconds:
+        stats.update(s)
 
 
 def _extra_info(record: dict) -> dict:
@@ -400,6 +422,7 @@ class _Controller:
     def __init__(self, config: pytest.Config, settings: harness.Settings, comparison):
         self.config, self.settings, self.comparison = config, settings, comparison
         self.records: list[dict] = []
+        self.crashed: list[dict] = []
         self.expected: set[str] = set()
         self.errors: list[str] = []
         self.rows: list[dict] = []
@@ -430,6 +453,8 @@ class _Controller:
         if report.when != "call":
             return
         for key, record in report.user_properties:
+            if key == CRASH_KEY:
+                self.crashed.append(dict(record, nodeid=report.nodeid))
             if key == RECORD_KEY:
                 self.records.append(record)
                 _add_to_benchmark_session(self.config, record)
@@ -447,37 +472,58 @@ class _Controller:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:
         settings, records = self.settings, self.records
-        done = {r["nodeid"] for r in records}
+        done = {r["nodeid"] for r in records} | {c["nodeid"] for c in self.crashed}
         missing = sorted(self.expected - done)
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-        self.status = {"complete": not missing and not interrupted and bool(records),
+        self.status = {"complete": (not missing and not interrupted and bool(records)
+                                    and not self.crashed),
                        "missing": [m.rsplit("[", 1)[-1].rstrip("]") for m in missing],
-                       "errors": self.errors}
+                       "errors": self.crashed}
         if interrupted and not missing:
             self.status["missing"] = ["(session interrupted)"]
-        if not records:
+        if not records and not self.crashed:
             return
-        self.rows = harness.summarize(records)
-        self.depth = harness.depth_rows(records)
-        self.expectations = (harness.depth_expectations(records, settings)
-                             + harness.interventions(records, settings))
+        if records:
+            self.rows = harness.summarize(records)
+            self.depth = harness.depth_rows(records)
+            self.expectations = (harness.depth_expectations(records, settings)
+                                 + harness.interventions(records, settings))
         for e in self.expectations:
             if e["held"] is False:
                 self.errors.append(f"expectation failed: {e['text']} ({e['detail']})")
-        if self.comparison is not None:
+        if self.comparison is not None and records:
             self._attempt("--vg-compare", lambda: self.comparison.run(records, settings))
         save = self.config.getoption("vg_save")
         if save:
             self._attempt("--vg-save", lambda: self._save(save))
-        self._attempt("summary", lambda: self.paths.extend(harness.write_summary(
-            self.rows, settings.out, self.header(), image=settings.figures,
-            status=self.status, depth=self.depth, expectations=self.expectations)))
+        self._write_summary()
+        self._attempt("report", lambda: self.paths.append(
+            report.write(settings.out, figures=settings.figures)))
         if self.depth and settings.figures:
             self._attempt("depth figures", lambda: self.paths.extend(
                 harness.write_depth_figures(records, settings.out)))
         failed = self.errors or (self.comparison is not None and self.comparison.failed)
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _write_summary(self) -> None:
+        settings = self.settings
+        self.status["errors"] = self.crashed + [
+            {"case": None, "type": "vgbench", "message": e, "file": None, "line": None}
+            for e in self.errors]
+        comparison = None
+        if self.comparison is not None and self.records:
+            comparison = {"columns": list(reference.COLUMNS),
+                          "rows": self.comparison.moved_first(),
+                          "text": self.comparison.report()}
+        command = " ".join(shlex.quote(a) for a in ("pytest", *self.config.invocation_params.args))
+        written: list = []
+        self._attempt("summary", lambda: written.extend(harness.write_summary(
+            self.rows, settings.out, self.header(), image=settings.figures,
+            status=self.status, depth=self.depth, expectations=self.expectations,
+            cases=harness.case_entries(self.records, self.crashed), command=command,
+            comparison=comparison)))
+        self.paths = [p for p in self.paths if p not in written] + written
 
     def _save(self, path: str) -> None:
         failing = [f"{r['key']}-seed{r['seed']}" for r in self.records if r["failures"]]
@@ -517,15 +563,18 @@ class _Controller:
         if checks:
             text += f"; {checks}"
         if not self.status.get("complete", True):
-            text += f"; INCOMPLETE: {len(self.status['missing'])} case(s) missing"
+            gone = [f"{len(self.status['missing'])} case(s) missing"] if self.status["missing"] else []
+            gone += [f"{len(self.crashed)} crashed"] if self.crashed else []
+            text += f"; INCOMPLETE: {', '.join(gone) or 'no case finished'}"
         return text
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         tr = terminalreporter
-        if self.records:
+        if self.records or self.crashed:
             tr.write_sep("=", "vgbench summary")
             tr.write_line(self.header())
-            tr.write_line(harness.table(self.rows))
+            if self.rows:
+                tr.write_line(harness.table(self.rows))
             if self.depth:
                 tr.write_sep("-", "vgbench depth sweep")
                 tr.write_line(harness.depth_table(self.depth))
@@ -542,5 +591,7 @@ class _Controller:
                 tr.write_line(self.comparison.report())
             if getattr(self, "saved", None):
                 tr.write_line(f"vgbench: merged this session's results into {self.saved}")
+        for c in self.crashed:
+            tr.write_line(f"vgbench: {harness.error_line(c)}", red=True)
         for e in self.errors:
             tr.write_line(f"vgbench: error: {e}", red=True)

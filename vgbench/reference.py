@@ -22,6 +22,9 @@ from tabulate import tabulate
 
 from vgbench import files, harness
 
+COLUMNS = ("case", "metric", "mode", "reference", "now", "delta", "tolerance", "status")
+"""The comparison's diff table."""
+
 FORMAT = "vgbench-reference/1"
 ACC_TOL_FLOOR = 0.03
 """Smallest accuracy tolerance: CPU thread counts change float sums, and over many epochs
@@ -349,10 +352,13 @@ class Comparison:
             return ref_v - tol <= STALL_ACC and ref_v + tol >= LEARN_ACC
         return tol > LOG_TOL_MAX
 
+    def moved_first(self) -> list[list]:
+        """The diff rows, the cases that moved beyond tolerance first."""
+        return sorted(self.rows, key=lambda r: r[-1] != "MOVED")
+
     def report(self) -> str:
         """The diff table (reference, now, delta, tolerance) and any problems."""
-        text = tabulate(self.rows, headers=["case", "metric", "mode", "reference", "now",
-                                            "delta", "tolerance", "status"])
+        text = tabulate(self.rows, headers=list(COLUMNS))
         for note, cases in self.notes.items():
             text += f"\nvgbench: {note}: {', '.join(sorted(set(cases)))}"
         if any(r[-1] == "unchecked" for r in self.rows):
