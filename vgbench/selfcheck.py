@@ -240,6 +240,21 @@ def nudge(params) -> None:
 
 # --- the two checks ---------------------------------------------------------------------
 
+def eager_twice(run, batches: list[torch.Tensor], state: dict, start: dict, keys: set):
+    """run's eager steps on batches from start, then again with other rounding (weights
+    nudged, batches reordered): both resulting states (with any optimizer state the steps
+    made); run is put back to start after each."""
+    results = []
+    for rounding in (False, True):
+        if rounding:
+            nudge(run.params)
+        for b in batches:
+            run._train_step(reordered(b) if rounding else b)
+        results.append(copy_state(run_state(run)))
+        put_back(state, start, run.opt, keys)
+    return results
+
+
 def check_graph(run, replay, idx_buffer: torch.Tensor, batches: list[torch.Tensor]) -> Result:
     """Replay (which trains on idx_buffer's batch) against run's eager step, on batches,
     from run's current state; the state is put back afterwards."""
@@ -248,17 +263,7 @@ def check_graph(run, replay, idx_buffer: torch.Tensor, batches: list[torch.Tenso
     t0 = time.perf_counter()
     state = run_state(run)
     start, keys = copy_state(state), opt_keys(run.opt)
-
-    def eager(rounding: bool = False):
-        if rounding:
-            nudge(run.params)
-        for b in batches:
-            run._train_step(reordered(b) if rounding else b)
-        out = copy_state(run_state(run))  # optimizer state may be new
-        put_back(state, start, run.opt, keys)
-        return out
-
-    first, again = eager(), eager(rounding=True)
+    first, again = eager_twice(run, batches, state, start, keys)
     for b in batches:
         idx_buffer.copy_(b)
         replay()
@@ -280,17 +285,7 @@ def check_batched(brun) -> Result:
                for j in range(STEPS)]
     state = run_state(alone)
     start, keys = copy_state(state), opt_keys(alone.opt)
-
-    def eager(rounding: bool = False):
-        if rounding:
-            nudge(alone.params)
-        for b in batches:
-            alone._train_step(reordered(b) if rounding else b)
-        out = copy_state(run_state(alone))  # with the optimizer state the steps made
-        put_back(state, start, alone.opt, keys)
-        return out
-
-    first, again = eager(), eager(rounding=True)
+    first, again = eager_twice(alone, batches, state, start, keys)
     stacked = brun.stacked_state()
     b_start, b_keys = copy_state(stacked), opt_keys(brun.opt)
     loss = torch.zeros((), device=brun.device)
