@@ -84,6 +84,19 @@ def test_the_report_renders_in_chromium(session, tmp_path):
     assert dom.count("<svg") == 16 and "<polyline" in dom
 
 
+def test_a_depth_sweep_has_its_table_and_charts(pytester, real_data):
+    shutil.copy(ROOT / "benchmarks" / "test_remedies.py", pytester.path / "test_remedies.py")
+    args = [a for a in tiny("baseline", 1) if a != "--vg-no-figures"]
+    res = pytester.runpytest_subprocess(*args, "--vg-remedy", "relu", "--vg-depth", "2,3",
+                                        "--vg-out", "out")
+    res.assert_outcomes(passed=2, skipped=2)  # no expectations declared at these depths
+    page = (pytester.path / "out" / "report.html").read_text()
+    sweep = page.split("<h2>Depth sweep</h2>")[1].split("<h2>")[0]
+    assert "trainable" in sweep and "test accuracy by depth" in sweep
+    assert sweep.count("<svg") == 2 and sweep.count("<polyline") == 4  # 2 remedies x 2 charts
+    assert 'id="case-relu-depth3-seed42"' in page
+
+
 CRASHES = '''
 import torch
 from torch import nn

@@ -38,7 +38,8 @@ code{font-size:12px}ul{margin:4px 0 4px 18px;padding:0}
 @media print{body{max-width:none}.case{page-break-inside:avoid}}
 """
 
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+          "#7f7f7f", "#bcbd22", "#17becf")  # matplotlib's tab10
 
 
 def esc(x) -> str:
@@ -286,7 +287,8 @@ def render(out: str | Path, figures: bool = True) -> str:
             f'{esc(e["text"])}: {esc(e.get("detail", ""))}</li>' for e in expectations)
             + "</ul>")
     if summary.get("depth"):
-        parts.append("<h2>Depth sweep</h2>" + _depth_table(summary["depth"]))
+        parts.append("<h2>Depth sweep</h2>" + _depth_table(summary["depth"])
+                     + (_depth_charts(cases) if figures else ""))
     if summary.get("comparison"):
         parts.append("<h2>Comparison with the reference</h2>" + _comparison(summary["comparison"]))
     parts.append("<h2>Cases</h2>")
@@ -323,6 +325,33 @@ def _comparison(c: dict) -> str:
     return ("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in c.get("columns") or [])
             + f"</tr>{rows}</table>"
             + ("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>" if notes else ""))
+
+
+def _depth_charts(cases: list[dict]) -> str:
+    """Per remedy, over the swept depths: mean test accuracy, and the first/output gradient
+    ratio at init (geometric mean over seeds; log axis)."""
+    swept = [c for c in cases if "-depth" in c["key"] and c.get("metrics")]
+    depths = sorted({c["depth"] for c in swept})
+    acc, ratio = [], []
+    for name in dict.fromkeys(c["remedy"] for c in swept):
+        def mean_at(d, metric, geo=False):
+            vals = [c["metrics"].get(metric) for c in swept
+                    if c["remedy"] == name and c["depth"] == d]
+            vals = [v for v in vals if _finite(v) and (v > 0 or not geo)]
+            if not vals:
+                return None
+            if geo:
+                return math.exp(sum(math.log(v) for v in vals) / len(vals))
+            return sum(vals) / len(vals)
+        acc.append((name, [mean_at(d, "test_acc") for d in depths]))
+        ratio.append((name, [mean_at(d, "grad_ratio_init", geo=True) for d in depths]))
+    labels = [str(d) for d in depths]
+    return ('<div class="figs">'
+            + svg_chart(acc, "test accuracy by depth", labels, width=590, height=280,
+                        y_label="hidden layers")
+            + svg_chart(ratio, "grad ratio first/output at init (log)", labels, log=True,
+                        width=590, height=280, y_label="hidden layers")
+            + "</div>")
 
 
 def _depth_table(depth: list[dict]) -> str:
