@@ -4,14 +4,19 @@ The library works without pytest; the pytest side lives in vgbench.plugin. What 
 own remedies need is importable from here:
 
     from vgbench import BASELINE, SMALL, Check, Config, Diagnosis, Parts, Remedy
+
+and what checks any model's gradient flow:
+
+    from vgbench import assert_gradient_flow, inspect
 """
 
 __version__ = "0.1.0"
 
 from vgbench.config import Config  # noqa: E402
 from vgbench.expect import Check, Diagnosis  # noqa: E402
+from vgbench.inspection import assert_gradient_flow, inspect  # noqa: E402
 from vgbench.model import Parts  # noqa: E402
 from vgbench.registry import BASELINE, SMALL, Remedy  # noqa: E402
 
 __all__ = ["BASELINE", "SMALL", "Check", "Config", "Diagnosis", "Parts", "Remedy",
-           "__version__"]
+           "__version__", "assert_gradient_flow", "inspect"]

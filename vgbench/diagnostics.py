@@ -25,6 +25,9 @@ means |h| > 6.7, an output outside (0.0012, 0.9988)."""
 SLOPE_GRID = (-10.0, 10.0, 20_001)
 """Where an activation's largest slope is looked for (float64, step 1e-3)."""
 
+QUANTILE_MAX = 2 ** 24
+"""torch.quantile takes at most this many values: larger weights (a VGG's first fully
+connected layer) are sampled evenly for grad_spread."""
 INACTIVE_SLOPE = 1e-7
 """A unit passes (almost) no gradient where its slope is below this: the 'vanishing gradient
 threshold' from which SageMaker Debugger's SaturatedActivation derives its input ranges
@@ -99,47 +102,57 @@ def _bn_buffers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     ]
 
 
-def layer_gradients(model, x: torch.Tensor, y: torch.Tensor, acts: list | None = None,
-                    extra: list | None = None):
-    """(weight gradients, per-example RMS gradient norms, extra's gradients) of every Linear
-    of model.linears() for the mean cross-entropy on (x, y), in train mode as the model is.
-    acts, when given, receives each activation module's input (model.activations()).
+def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
+                    extra: list | None = None, layout=None, loss_fn=None):
+    """(weight gradients, per-example RMS gradient norms, extra's gradients) of every
+    weight layout.layers() names (default: the model's own, as model.MLP has) for the loss
+    loss_fn(output, y) (default: mean cross-entropy) on x (a tensor, or a tuple of the
+    model's inputs), in train mode as the model is. acts, when given, receives each
+    activation module's input (layout.activations()).
 
     Example i's own weight gradient in a Linear is the rank-one delta_i a_i^T
     (delta_i = dloss_i/doutput_i, a_i the input), so its norm is ||delta_i|| ||a_i||: no
-    per-example gradient tensors are formed. (Under BatchNorm and the batch-wide
-    normalizations the examples are coupled; this is then each example's term of the batch
-    gradient, times the batch size.)"""
-    linears = model.linears()
+    per-example gradient tensors are formed. That holds for a Linear called once on a
+    (batch, features) input; for any other weight the RMS is None (not measured). (Under
+    BatchNorm and the batch-wide normalizations the examples are coupled; this is then each
+    example's term of the batch gradient, times the batch size.)"""
+    layers = (layout or model).layers()
     extra = extra or []
-    seen: dict[nn.Module, tuple] = {}
+    seen: dict[nn.Module, list] = {}
 
     def keep(module, inputs, output):
-        seen[module] = (inputs[0], output)
+        seen.setdefault(module, []).append((inputs[0] if inputs else None, output))
 
-    hooks = [lin.register_forward_hook(keep) for lin in linears]
+    exact = [isinstance(m, nn.Linear) and w is m.weight for _, m, w in layers]
+    hooks = [m.register_forward_hook(keep) for (_, m, _), ok in zip(layers, exact) if ok]
     if acts is not None:
-        hooks += [a.register_forward_hook(lambda m, i, o: acts.append(i[0]))
-                  for a in model.activations()]
+        hooks += [a.register_forward_hook(lambda m, i, o: acts.append(i[0]))  # per call
+                  for a in dict.fromkeys((layout or model).activations())]
     try:
-        logits = model(x)
+        out = model(*x) if isinstance(x, tuple) else model(x)
     finally:
         for h in hooks:
             h.remove()
-    loss = F.cross_entropy(logits, y)
-    outs = [seen[lin][1] for lin in linears]
-    n = len(linears)
-    grads = torch.autograd.grad(loss, [lin.weight for lin in linears] + outs + extra,
+    loss = F.cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
+    n_batch = len(x[0] if isinstance(x, tuple) else x)
+    exact = [ok and len(seen.get(m, ())) == 1 and torch.is_tensor(seen[m][0][0])
+             and seen[m][0][0].dim() == 2 for (_, m, _), ok in zip(layers, exact)]
+    outs = [seen[m][0][1] for (_, m, _), ok in zip(layers, exact) if ok]
+    n = len(layers)
+    grads = torch.autograd.grad(loss, [w for _, _, w in layers] + outs + extra,
                                 allow_unused=True)
-    weight_grads, out_grads, extra_grads = grads[:n], grads[n:2 * n], grads[2 * n:]
-    rms = []
-    for lin, g in zip(linears, out_grads):
-        a = seen[lin][0]
+    weight_grads, out_grads, extra_grads = grads[:n], grads[n:n + len(outs)], grads[n + len(outs):]
+    rms, out_grads = [], iter(out_grads)
+    for (_, m, _), ok in zip(layers, exact):
+        if not ok:
+            rms.append(None)
+            continue
+        a, g = seen[m][0][0], next(out_grads)
         if g is None:
             rms.append(a.new_zeros(()))
             continue
-        # the loss is a mean over the batch: example i's own gradient is len(x) times its term
-        per_example = g.norm(dim=1) * a.norm(dim=1) * len(x)
+        # the loss is a mean over the batch: example i's own gradient is n times its term
+        per_example = g.norm(dim=1) * a.norm(dim=1) * n_batch
         rms.append(per_example.square().mean().sqrt())
     return weight_grads, rms, extra_grads
 
@@ -184,13 +197,16 @@ class Updater:
 class Probe:
     """Measures a model on a fixed batch; remembers the initial weights for weight_change.
 
-    The model provides linears() (the layers measured, input first) and activations() (the
-    activation modules whose input and slope are measured), as model.MLP does."""
+    The layout (default: the model itself, as model.MLP) provides layers(), the weights
+    measured as (name, module, weight), input first, and activations(), the activation
+    modules whose input and slope are measured; vgbench.inspect builds one for any model.
+    loss_fn(output, y): the loss (default mean cross-entropy)."""
 
-    def __init__(self, model, x: torch.Tensor, y: torch.Tensor):
+    def __init__(self, model, x, y: torch.Tensor, layout=None, loss_fn=None):
         self.x, self.y = x, y
-        self.w0 = [lin.weight.detach().clone() for lin in model.linears()]
-        self.shape = [slope_profile(a) for a in model.activations()]
+        self.layout, self.loss_fn = layout or model, loss_fn
+        self.w0 = [w.detach().clone() for _, _, w in self.layout.layers()]
+        self.shape = [slope_profile(a) for a in self.layout.activations()]
         self.notes: set[str] = set()
         """What could not be measured, and why (once each)."""
         self.points: dict[str, list] = {"epoch": []}
@@ -207,14 +223,15 @@ class Probe:
         was_training = model.training
         saved = _bn_buffers(model)
         model.train()
-        weights = [lin.weight for lin in model.linears()]
+        weights = [w for _, _, w in self.layout.layers()]
         trained = updater.params if updater is not None else []
         flags = [w.requires_grad for w in weights]  # layerwise freezes some layers
         acts: list[torch.Tensor] = []
         with torch.enable_grad():
             for w in weights:
                 w.requires_grad_(True)
-            grads, rms, extra = layer_gradients(model, self.x, self.y, acts, trained)
+            grads, rms, extra = layer_gradients(model, self.x, self.y, acts, trained,
+                                                self.layout, self.loss_fn)
         for w, flag in zip(weights, flags):
             w.requires_grad_(flag)
         with torch.no_grad():
@@ -236,8 +253,11 @@ class Probe:
             for w, g, r, w0, u in zip(weights, grads, rms, self.w0, update):
                 a = w.detach().abs()
                 g = torch.zeros_like(a) if g is None else g
-                spread = torch.quantile(g.flatten().float(),
-                                        torch.tensor([0.05, 0.95], device=g.device))
+                r = a.new_tensor(math.nan) if r is None else r  # not measured
+                flat = g.flatten().float()
+                if flat.numel() > QUANTILE_MAX:  # torch.quantile's limit: an even sample
+                    flat = flat[::math.ceil(flat.numel() / QUANTILE_MAX)]
+                spread = torch.quantile(flat, torch.tensor([0.05, 0.95], device=g.device))
                 rows.append(torch.stack([
                     g.norm(),
                     r.detach(),
@@ -252,7 +272,8 @@ class Probe:
                 ]))
             layer = torch.stack(rows).T.tolist()  # (metric, layer); one host sync
             hidden = (torch.stack([activation_stats(act, h, *shape) for act, h, shape
-                                   in zip(model.activations(), acts, self.shape)]).T.tolist()
+                                   in zip(self.layout.activations(), acts, self.shape)]
+                                  ).T.tolist()
                       if acts else [[] for _ in HIDDEN_METRICS])
         self.points["epoch"].append(epoch)
         for key, values in zip(LAYER_METRICS + HIDDEN_METRICS, layer + hidden):

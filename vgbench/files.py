@@ -77,11 +77,13 @@ def savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> Path:
-    """Create folder if needed and prove a file can be written there; else ValueError
-    naming `what` (the option) and the reason."""
+    """Prove a file can be written in folder (creating it for the test, and removing again
+    what the test created: a session that writes nothing leaves no empty folder); else
+    ValueError naming `what` (the option) and the reason."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{what} {folder} is a file, not a folder; choose a folder")
+    new = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".vgbench-write-test.", dir=folder)
@@ -90,4 +92,10 @@ def check_writable(folder: str | os.PathLike, what: str) -> Path:
     except OSError as exc:
         raise ValueError(f"{what} {folder} is not writable ({exc.strerror or exc}); "
                          "choose a folder you can write to") from None
+    finally:
+        for p in new:  # innermost first
+            try:
+                p.rmdir()
+            except OSError:
+                break
     return folder

@@ -139,6 +139,13 @@ class MLP(nn.Module):
         """Every hidden activation module, input side first (the diagnostics' order)."""
         return [layer.act for layer in self.hidden]
 
+    def layers(self) -> list[tuple[str, nn.Linear, torch.Tensor]]:
+        """What the probe measures (diagnostics.Probe's layout): each Linear's weight, input
+        first, named L1, L2, ..., out."""
+        lins = self.linears()
+        return [(f"L{i + 1}" if i < len(lins) - 1 else "out", lin, lin.weight)
+                for i, lin in enumerate(lins)]
+
 
 class Stage(nn.Module):
     """Layerwise training: the first n hidden layers of a shared MLP plus a fresh head."""

@@ -319,6 +319,26 @@ def _set_threads(config: pytest.Config) -> None:
 
 
 @pytest.fixture
+def vg_inspect(request: pytest.FixtureRequest):
+    """For your own model: vg_inspect(model, (inputs, targets), **bounds) runs
+    vgbench.assert_gradient_flow (the verdict must be healthy unless allow= says otherwise;
+    its AssertionError names the layer, the verdict and the numbers) and returns the report;
+    each report is kept in the test's user_properties under 'vgbench_inspect'."""
+    from vgbench import inspection
+
+    def check(model, batch, **bounds) -> inspection.Report:
+        try:
+            report = inspection.assert_gradient_flow(model, batch, **bounds)
+        except AssertionError as exc:
+            request.node.user_properties.append(("vgbench_inspect", str(exc)))
+            raise
+        request.node.user_properties.append(("vgbench_inspect", report.to_dict()))
+        return report
+
+    return check
+
+
+@pytest.fixture
 def vg_settings(request: pytest.FixtureRequest) -> harness.Settings:
     """This session's --vg-* settings."""
     return request.config.stash[SETTINGS]

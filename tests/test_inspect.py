@@ -1,0 +1,192 @@
+"""Any model: vgbench.inspect, vgbench.assert_gradient_flow and the vg_inspect fixture."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+import vgbench
+from tests.test_plugin import not_an_xdist_worker  # noqa: F401 - autouse
+from vgbench import model as M
+from vgbench import registry
+from vgbench.diagnostics import Probe, Updater
+from vgbench.inspection import InspectError
+
+pytest_plugins = ["pytester"]
+
+
+def images(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def cnn(act, norm: bool, depth: int = 8) -> nn.Sequential:
+    torch.manual_seed(0)
+    layers, c = [], 1
+    for _ in range(depth):
+        layers += [nn.Conv2d(c, 16, 3, padding=1), *([nn.BatchNorm2d(16)] if norm else []),
+                   act()]
+        c = 16
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+def test_a_deep_sigmoid_cnn_is_vanishing_and_relu_bn_is_healthy():
+    x, y = images()
+    bad = vgbench.inspect(cnn(nn.Sigmoid, False), x, y)
+    assert bad.verdict["verdict"] == "vanishing" and bad.verdict["layer_name"] == "0.weight"
+    good = vgbench.inspect(cnn(nn.ReLU, True), x, y)
+    assert good.verdict["verdict"] == "healthy", good.table()
+    names = [r["name"] for r in good.layers]
+    assert names[:3] == ["0.weight", "1.weight", "3.weight"] and names[-1] == "26.weight"
+    assert [r["in_verdict"] for r in good.layers[:2]] == [True, False]  # BatchNorm: reported
+    assert len(good.activations) == 8 and good.activations[0]["module"] == "ReLU"
+    assert "batch-mean gradient norms" in " ".join(good.notes)  # no per-example for convs
+
+
+def test_dead_relu_units_are_named():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 64),
+                        nn.ReLU(), nn.Linear(64, 10))
+    with torch.no_grad():
+        net[3].bias.fill_(-10.0)  # every unit of the second hidden layer off
+    x, y = images()
+    r = vgbench.inspect(net, x, y)
+    assert r.verdict["verdict"] == "dead units" and r.verdict["layer_name"] == "4"
+    assert r.activations[1]["dead"] == 1.0 and "100% of 4's units" in r.describe()
+    with pytest.raises(AssertionError, match=r"verdict dead units from 4: 100% of 4's units"):
+        vgbench.assert_gradient_flow(net, (x, y))
+
+
+def test_the_suites_mlp_is_one_case_of_the_same_probe(real_data):
+    """inspect on the suite's MLP measures what the suite's probe does: the same numbers."""
+    from vgbench import data
+
+    cfg = replace(registry.get("baseline").config, epochs=0)
+    s = data.split(real_data, 42, limit=1024)
+    x, y = s.train_x[:256], s.train_y[:256]
+    mlp = M.build(cfg)
+    opt = M.make_optimizer(list(mlp.parameters()), cfg)
+    report = vgbench.inspect(mlp, x, y, optimizer=opt)
+    probe = Probe(mlp, x, y)
+    probe.measure(mlp, 0, Updater(opt))
+    assert [r["grad_norm"] for r in report.layers] == probe.points["grad_norm"][0]
+    assert [r["grad_rms"] for r in report.layers] == probe.points["grad_rms"][0]
+    assert [r["update_ratio"] for r in report.layers] == probe.points["update_ratio"][0]
+    assert [a["saturated"] for a in report.activations] == probe.points["saturated"][0]
+    assert report.verdict["verdict"] == "vanishing"  # the baseline, as the suite says
+    assert [r["name"] for r in report.layers] == [f"hidden.{i}.linear.weight"
+                                                  for i in range(7)] + ["out.weight"]
+
+
+def test_inspect_leaves_the_model_as_it_was():
+    net = cnn(nn.ReLU, True, depth=2)
+    net.eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x, y = images()
+    r = vgbench.inspect(net, x, y)
+    assert not net.training and any("was in eval mode" in n for n in r.notes)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics too
+    assert all(p.grad is None for p in net.parameters())
+
+
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(8, 16)
+        self.head = nn.Linear(16, 3)
+        self.unused = nn.Linear(16, 3)
+        self.frozen = nn.Linear(16, 16)
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x):
+        h = torch.tanh(self.frozen(torch.tanh(self.body(x))))
+        return {"logits": self.head(h), "h": h}
+
+
+def test_odd_models_get_an_honest_report_or_a_clear_error():
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    m = TwoHeads()
+    with pytest.raises(InspectError, match=r"returned a dict, not a tensor of logits: pass loss="):
+        vgbench.inspect(m, x, y)
+    r = vgbench.inspect(m, x, y, loss=lambda out, t: nn.functional.cross_entropy(out["logits"], t))
+    assert [layer["name"] for layer in r.layers] == ["body.weight", "head.weight"]
+    assert "unused (never called in forward: no gradient)" in r.skipped
+    assert "frozen.weight (frozen: requires_grad is False)" in r.skipped
+    with pytest.raises(InspectError, match=r"returned \(32,\), not a scalar"):
+        vgbench.inspect(m, x, y, loss=lambda out, t: nn.functional.cross_entropy(
+            out["logits"], t, reduction="none"))
+    with pytest.raises(InspectError, match="a batch of 1 example: inspect needs at least 2"):
+        vgbench.inspect(nn.Linear(8, 3), x[:1], y[:1])
+    with pytest.raises(InspectError, match="no trainable parameter"):
+        vgbench.inspect(nn.Linear(8, 3).requires_grad_(False), x, y)
+    with pytest.raises(InspectError, match="pass targets"):
+        vgbench.inspect(nn.Linear(8, 3), x)
+    with pytest.raises(InspectError, match="the model is on cpu but the batch is on meta"):
+        vgbench.inspect(nn.Linear(8, 3), x.to("meta"), y)
+
+
+def test_shared_weights_and_non_finite_losses():
+    lin = nn.Linear(8, 8)
+    shared = nn.Sequential(lin, nn.Tanh(), lin, nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    r = vgbench.inspect(shared, x, y)
+    assert any("is called 2 times per forward (shared weights)" in n for n in r.notes)
+    assert [a["name"] for a in r.activations] == ["1", "3"]
+    huge = nn.Sequential(nn.Linear(8, 3))
+    with torch.no_grad():
+        huge[0].weight.fill_(float("inf"))
+    assert vgbench.inspect(huge, x, y).verdict["verdict"] == "diverged"
+
+
+def test_bounds_of_the_assertion():
+    x, y = images()
+    net = cnn(nn.ReLU, True, depth=2)
+    report = vgbench.assert_gradient_flow(net, (x, y), max_dead=0.5, update_range=(1e-9, 1.0))
+    assert report.verdict["verdict"] == "healthy"
+    with pytest.raises(AssertionError, match=r"gradient ratio 0.weight / 8.weight = .* < 1e\+06"):
+        vgbench.assert_gradient_flow(net, (x, y), min_ratio=1e6)
+    with pytest.raises(AssertionError, match=r"update ratio .* outside \[0.5, 1\]"):
+        vgbench.assert_gradient_flow(net, (x, y), update_range=(0.5, 1.0))
+    assert report.to_json().startswith("{") and "verdict:" in str(report)
+
+
+USER_TEST = '''
+import torch
+from torch import nn
+
+
+def net(act, he=False):
+    torch.manual_seed(0)
+    layers = [nn.Linear(784 if i == 0 else 64, 64) for i in range(6)]
+    for lin in layers if he else []:
+        nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+        nn.init.zeros_(lin.bias)
+    return nn.Sequential(nn.Flatten(), *[m for lin in layers for m in (lin, act())],
+                         nn.Linear(64, 10))
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)
+
+
+def test_relu_net_is_healthy(vg_inspect):
+    vg_inspect(net(nn.ReLU, he=True), batch())
+
+
+def test_sigmoid_net_is_not(vg_inspect):
+    vg_inspect(net(nn.Sigmoid), batch())
+'''
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["no-xdist", "xdist-2"])
+def test_the_fixture_in_a_plain_project(pytester, xdist):
+    """A project that uses nothing else of vgbench: no conftest, no vgbench option."""
+    pytester.makepyfile(test_mine=USER_TEST)
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider", *xdist)
+    res.assert_outcomes(passed=1, failed=1)
+    out = res.stdout.str()
+    assert "gradient flow: verdict vanishing from 1.weight" in out
+    assert "vgbench summary" not in out and not (pytester.path / "vg-out").exists()

@@ -1,0 +1,352 @@
+"""The probe and the diagnosis for any PyTorch model: `vgbench.inspect` and
+`vgbench.assert_gradient_flow` (pytest-free; the plugin's `vg_inspect` fixture calls them).
+
+The suite's MLP is one case of this: diagnostics.Probe measures whatever a layout names,
+model.MLP is its own layout, and `ModelLayout` is the layout of any other nn.Module, found
+by one forward pass with hooks. So the numbers and the verdict mean the same for both.
+
+    report = vgbench.inspect(model, x, y)              # cross-entropy on class indices y
+    report = vgbench.inspect(model, x, y, loss=nn.MSELoss(), optimizer=opt)
+    vgbench.assert_gradient_flow(model, (x, y))        # AssertionError naming the layer
+
+Cost: one forward without gradients (to find the layers in call order) and one forward and
+backward on the batch; no per-example gradient tensors (per-example norms only where they
+are exact and cheap: a Linear called once on a (batch, features) input).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tabulate import tabulate
+from torch import nn
+
+from vgbench import diagnose, files
+from vgbench.diagnostics import Probe, Updater, _bn_buffers
+
+ACTIVATIONS = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU,
+               nn.Softplus, nn.Mish, nn.Hardtanh, nn.ReLU6, nn.CELU, nn.Hardsigmoid,
+               nn.Hardswish, nn.Softsign, nn.PReLU)
+"""Elementwise activation modules whose inputs are measured (saturated, dead fractions)."""
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
+         nn.modules.instancenorm._InstanceNorm)
+"""Their weights are reported but stay out of the verdict's layer chain (a scale, not a
+layer the gradient passes through), as do embeddings (a lookup whose rows update sparsely)."""
+DEFAULT_LR = 0.01
+"""Without optimizer= or lr=, update ratios are those of plain SGD at this rate (the
+protocol's)."""
+
+
+class InspectError(ValueError):
+    """The model or the batch cannot be inspected as given; the message says what to pass."""
+
+
+@dataclass
+class ModelLayout:
+    """What the probe measures in an arbitrary model: every weight of every module with
+    trainable parameters of its own, in the order the forward pass first calls the modules
+    (layers()), and the elementwise activation modules it calls (activations())."""
+
+    entries: list
+    """(name, module, weight) in call order."""
+    acts: list
+    """[(name, module)], one per call, in call order (a module called twice is listed
+    twice)."""
+    notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Parameters not measured, with why."""
+
+    def layers(self):
+        return self.entries
+
+    def activations(self):
+        return [m for _, m in self.acts]
+
+    def chain(self) -> list[int]:
+        """Indices of the layers the verdict reads (not norms, not embeddings)."""
+        return [i for i, (_, m, _) in enumerate(self.entries)
+                if not isinstance(m, (*NORMS, nn.Embedding, nn.EmbeddingBag))]
+
+    @classmethod
+    def find(cls, model: nn.Module, x) -> "ModelLayout":
+        """One forward pass of x without gradients (eval mode, norm statistics restored)."""
+        names = {m: n or type(model).__name__ for n, m in model.named_modules()}
+        order: dict[nn.Module, int] = {}
+
+        def seen(module, inputs, output):
+            order[module] = order.get(module, 0) + 1
+
+        owners = [m for m in model.modules()
+                  if any(p.requires_grad for p in m.parameters(recurse=False))]
+        acts = [m for m in model.modules() if isinstance(m, ACTIVATIONS)]
+        hooks = [m.register_forward_hook(seen) for m in owners + acts]
+        first: list[nn.Module] = []
+        act_calls: list[nn.Module] = []  # every call of an activation (a ReLU may be reused)
+
+        def called(module, inputs):
+            if module not in first:
+                first.append(module)
+            if isinstance(module, ACTIVATIONS):
+                act_calls.append(module)
+        hooks += [m.register_forward_pre_hook(called) for m in owners + acts]
+        was, saved = model.training, _bn_buffers(model)
+        try:
+            model.eval()
+            with torch.no_grad():
+                _forward(model, x)
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was)
+            with torch.no_grad():
+                for buf, copy_ in saved:
+                    buf.copy_(copy_)
+        entries, skipped, notes = [], [], []
+        for m in first:
+            if m in acts and m not in owners:
+                continue
+            for pname, p in m.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                if pname.startswith("bias") or p.dim() < 1:
+                    continue
+                entries.append((f"{names[m]}.{pname}", m, p))
+            if order.get(m, 0) > 1:
+                notes.append(f"{names[m]} is called {order[m]} times per forward (shared "
+                             "weights): its gradient is the sum, no per-example norm")
+        called = set(first)
+        for n, p in model.named_parameters():
+            if not p.requires_grad:
+                skipped.append(f"{n} (frozen: requires_grad is False)")
+        for m in owners:
+            if m not in called:
+                skipped.append(f"{names[m]} (never called in forward: no gradient)")
+        count: dict[nn.Module, int] = {}
+        calls = []
+        for m in act_calls:
+            count[m] = count.get(m, 0) + 1
+            twice = order.get(m, 0) > 1
+            calls.append((f"{names[m]}" + (f" (call {count[m]})" if twice else ""), m))
+        return cls(entries, calls, notes, skipped)
+
+
+def _forward(model, x):
+    return model(*x) if isinstance(x, tuple) else model(x)
+
+
+@dataclass
+class Report:
+    """What inspect measured: per weight, per activation, the verdict, and notes."""
+
+    layers: list[dict]
+    activations: list[dict]
+    verdict: dict
+    loss: float
+    mode: str
+    notes: list[str]
+    skipped: list[str]
+
+    def table(self) -> str:
+        """The per-layer table, then the activations and the verdict, as text."""
+        rows = [[r["name"], r["module"], "x".join(map(str, r["shape"])), _g(r["grad_norm"]),
+                 _g(r["grad_rms"]), _g(r["update_ratio"]), "" if r["in_verdict"] else "no"]
+                for r in self.layers]
+        text = tabulate(rows, headers=["weight", "module", "shape", "grad norm",
+                                       "per-example RMS", "update ratio", "in verdict"],
+                        disable_numparse=True)
+        if self.activations:
+            text += "\n\n" + tabulate(
+                [[a["name"], a["module"], f"{a['saturated']:.1%}", f"{a['dead']:.1%}",
+                  _g(a["preact_rms"])] for a in self.activations],
+                headers=["activation", "module", "saturated", "dead", "input RMS"],
+                disable_numparse=True)
+        text += f"\n\nverdict: {self.describe()}"
+        text += "".join(f"\nnote: {n}" for n in self.notes)
+        text += "".join(f"\nskipped: {s}" for s in self.skipped)
+        return text
+
+    def describe(self) -> str:
+        """The verdict in words, its layer by name."""
+        v = self.verdict
+        where = f" from {v['layer_name']}" if v.get("layer_name") else ""
+        return f"{v['verdict']}{where}: {v['why']}" if v.get("why") else v["verdict"] + where
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self, path=None) -> str:
+        """Strict JSON (non-finite numbers as null); written atomically to path if given."""
+        text = files.dumps(self.to_dict(), indent=1)
+        if path is not None:
+            files.write_text(path, text + "\n")
+        return text
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _g(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+
+
+def _check_inputs(model, x, targets, loss) -> None:
+    if not isinstance(model, nn.Module):
+        raise InspectError(f"inspect needs an nn.Module, got {type(model).__name__}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise InspectError("the model has no trainable parameter (every requires_grad is "
+                           "False): nothing to inspect")
+    tensors = list(x) if isinstance(x, tuple) else [x]
+    if not tensors or not all(torch.is_tensor(t) for t in tensors):
+        raise InspectError("inputs must be a tensor, or a tuple of tensors passed to "
+                           "model(*inputs)")
+    devices = {str(p.device) for p in params}
+    for t in tensors + ([targets] if torch.is_tensor(targets) else []):
+        if str(t.device) not in devices:
+            raise InspectError(f"the model is on {', '.join(sorted(devices))} but the batch "
+                               f"is on {t.device}: move one, e.g. x.to({next(iter(devices))!r})")
+    if len(tensors[0]) < 2:
+        raise InspectError(f"a batch of {len(tensors[0])} example: inspect needs at least 2 "
+                           "(per-example statistics, batch normalization); pass a few dozen")
+    if targets is None and loss is None:
+        raise InspectError("pass targets (class indices, for cross-entropy) or loss=, a "
+                           "function loss(output, targets) -> scalar")
+
+
+def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
+            lr: float | None = None) -> Report:
+    """Probe model on one batch and diagnose it (vgbench/diagnose.py's verdict).
+
+    inputs: a tensor (or a tuple of tensors: model(*inputs)); targets: what loss compares
+    the output with (default loss: cross-entropy on class indices); optimizer: the one you
+    train with, for the update ratios (its state and learning rate are used, nothing is
+    stepped), else plain SGD at lr (default DEFAULT_LR). The model is measured in train mode
+    and left as it was (mode, weights, norm statistics)."""
+    _check_inputs(model, inputs, targets, loss)
+    layout = ModelLayout.find(model, inputs)
+    if not layout.entries:
+        raise InspectError("no trainable weight was used in the forward pass (every "
+                           "parameter is frozen or unused)")
+    loss_fn = loss if loss is not None else _cross_entropy
+    with torch.no_grad():  # its value, shape and finiteness, before any gradient
+        was, saved = model.training, _bn_buffers(model)
+        model.train()
+        try:
+            value = loss_fn(_forward(model, inputs), targets)
+        finally:
+            model.train(was)
+            for buf, copy_ in saved:
+                buf.copy_(copy_)
+    if not torch.is_tensor(value) or value.dim() != 0:
+        shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+        raise InspectError(f"the loss returned {shape}, not a scalar: reduce it (e.g. "
+                           "reduction='mean')")
+    notes = list(layout.notes)
+    if not was:
+        notes.append("the model was in eval mode: measured in train mode (dropout and batch "
+                     "statistics as in training), then put back in eval mode")
+    else:
+        notes.append("measured in train mode")
+    if optimizer is None:
+        params = [w for _, _, w in layout.entries]
+        optimizer = torch.optim.SGD(params, lr=lr if lr is not None else DEFAULT_LR)
+        notes.append(f"update ratios of plain SGD at lr {lr if lr is not None else DEFAULT_LR:g}"
+                     " (pass optimizer= for yours)")
+    probe = Probe(model, inputs, targets, layout, loss_fn)
+    probe.measure(model, 0, Updater(optimizer))
+    notes += sorted(probe.notes)
+    return _report(layout, probe, float(value), "train", notes)
+
+
+def _cross_entropy(output, targets):
+    if not torch.is_tensor(output):
+        raise InspectError(f"the model returned a {type(output).__name__}, not a tensor of "
+                           "logits: pass loss=, a function loss(output, targets) -> scalar "
+                           "that picks what to train on")
+    return F.cross_entropy(output, targets)
+
+
+def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
+            notes: list[str]) -> Report:
+    p = {k: v[-1] for k, v in probe.points.items() if k != "epoch"}
+    chain = layout.chain()
+    layers = [{"name": n, "module": type(m).__name__, "shape": list(w.shape),
+               "grad_norm": p["grad_norm"][i], "grad_rms": _num(p["grad_rms"][i]),
+               "update_ratio": _num(p["update_ratio"][i]), "in_verdict": i in chain}
+              for i, (n, m, w) in enumerate(layout.entries)]
+    acts = [{"name": n, "module": type(m).__name__, "saturated": p["saturated"][j],
+             "dead": p["dead"][j], "inactive": p["inactive"][j],
+             "preact_rms": p["preact_rms"][j]} for j, (n, m) in enumerate(layout.acts)]
+    no_grad = [layers[i]["name"] for i in chain if layers[i]["grad_norm"] == 0]
+    if no_grad:
+        notes.append(f"no gradient reaches {', '.join(no_grad)}")
+    rms = [p["grad_rms"][i] for i in chain]
+    if any(r is None or math.isnan(r) for r in rms):  # not exact everywhere: batch-mean
+        rms = [p["grad_norm"][i] for i in chain]
+        notes.append("the verdict's gain uses batch-mean gradient norms (per-example norms "
+                     "are exact only for Linear layers on (batch, features) inputs)")
+    point = {"grad_rms": rms, "update_ratio": [p["update_ratio"][i] for i in chain],
+             "saturated": p["saturated"], "dead": p["dead"], "preact_rms": p["preact_rms"],
+             "rectifier": probe.activations["rectifier"]}
+    diverged = None if math.isfinite(loss) else f"the loss is {loss}"
+    v = diagnose.diagnose(point, None, "inspect", None, diverged).to_dict()
+    # diagnose counts layers 1.. along the chain (dead units, saturated: the activations);
+    # say their names instead
+    names = ([n for n, _ in layout.acts] if v["verdict"] in ("dead units", "saturated")
+             else [layers[i]["name"] for i in chain])
+    if v["layer"]:
+        v["layer_name"] = names[v["layer"] - 1]
+    v["why"] = re.sub(r"layer (\d+)", lambda mo: names[int(mo.group(1)) - 1]
+                      if int(mo.group(1)) <= len(names) else mo.group(0), v["why"])
+    return Report(layers, acts, v, loss, mode, notes, layout.skipped)
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def assert_gradient_flow(model: nn.Module, batch, loss=None, optimizer=None,
+                         lr: float | None = None, allow=("healthy",),
+                         min_ratio: float | None = None, max_saturated: float | None = None,
+                         max_dead: float | None = None,
+                         update_range: tuple[float, float] | None = None) -> Report:
+    """Inspect model on batch = (inputs, targets) and raise AssertionError, naming the
+    layer, the verdict and the numbers, unless the verdict is in allow and every given bound
+    holds: min_ratio (first/last gradient norm of the verdict's layer chain), max_saturated
+    and max_dead (each activation's fraction), update_range (every layer's update ratio).
+    Returns the report."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise InspectError("batch must be (inputs, targets); inputs may itself be a tuple")
+    x, y = batch
+    report = inspect(model, tuple(x) if isinstance(x, list) else x, y, loss, optimizer, lr)
+    problems = []
+    if report.verdict["verdict"] not in allow:
+        problems.append(f"verdict {report.describe()} (allowed: {', '.join(allow)})")
+    chain = [r for r in report.layers if r["in_verdict"]]
+    if min_ratio is not None and chain:
+        first, last = chain[0]["grad_norm"], chain[-1]["grad_norm"]
+        ratio = first / last if last else math.nan
+        if not ratio >= min_ratio:
+            problems.append(f"gradient ratio {chain[0]['name']} / {chain[-1]['name']} = "
+                            f"{ratio:.3g} < {min_ratio:g}")
+    for a in report.activations:
+        if max_saturated is not None and a["saturated"] > max_saturated:
+            problems.append(f"{a['name']} ({a['module']}): {a['saturated']:.1%} saturated > "
+                            f"{max_saturated:.1%}")
+        if max_dead is not None and a["dead"] > max_dead:
+            problems.append(f"{a['name']} ({a['module']}): {a['dead']:.1%} dead units > "
+                            f"{max_dead:.1%}")
+    if update_range is not None:
+        lo, hi = update_range
+        for r in report.layers:
+            u = r["update_ratio"]
+            if u is not None and not lo <= u <= hi:
+                problems.append(f"{r['name']}: update ratio {u:.3g} outside [{lo:g}, {hi:g}]")
+    if problems:
+        raise AssertionError("gradient flow: " + "; ".join(problems) + "\n\n" + report.table())
+    return report
+
