@@ -190,3 +190,32 @@ def test_the_fixture_in_a_plain_project(pytester, xdist):
     out = res.stdout.str()
     assert "gradient flow: verdict vanishing from 1.weight" in out
     assert "vgbench summary" not in out and not (pytester.path / "vg-out").exists()
+
+
+FACTORY = '''
+from torch import nn
+
+
+def sigmoid_cnn():
+    layers, c = [], 1
+    for _ in range(8):
+        layers += [nn.Conv2d(c, 16, 3, padding=1), nn.Sigmoid()]
+        c = 16
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+'''
+
+
+def test_the_command_line(tmp_path, capsys):
+    from vgbench.cli import main
+
+    (tmp_path / "models.py").write_text(FACTORY)
+    target = f"{tmp_path / 'models.py'}:sigmoid_cnn"
+    assert main(["inspect", target, "--input-shape", "1,28,28", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "random inputs of shape (1, 28, 28)" in out and "verdict: vanishing from 0.weight" in out
+    assert (tmp_path / "inspect.png").stat().st_size > 0
+    assert '"verdict": "vanishing"' in (tmp_path / "inspect.json").read_text()
+    with pytest.raises(SystemExit, match="defines no function 'nope'"):
+        main(["inspect", f"{tmp_path / 'models.py'}:nope"])
+    with pytest.raises(SystemExit, match="is not FILE.py:FACTORY"):
+        main(["inspect", str(tmp_path / "models.py")])

@@ -1,4 +1,5 @@
-"""Command line: `python -m vgbench run|list|plot` (also the `vgbench` console script)."""
+"""Command line: `python -m vgbench run|list|plot|inspect|report` (also the `vgbench`
+console script)."""
 
 from __future__ import annotations
 
@@ -99,6 +100,47 @@ def _plot(args) -> int:
     return 0
 
 
+def _inspect(args) -> int:
+    import torch
+
+    from vgbench import data, inspection, plots, train
+    from vgbench.registry import import_file
+
+    file, _, factory = args.target.rpartition(":")
+    if not file or not factory:
+        raise SystemExit(f"vgbench inspect: {args.target!r} is not FILE.py:FACTORY, e.g. "
+                         "models.py:make_cnn (a function that returns the nn.Module)")
+    path = Path(file)
+    if not path.is_file():
+        raise SystemExit(f"vgbench inspect: no such file {path}")
+    make = getattr(import_file(path), factory, None)
+    if not callable(make):
+        raise SystemExit(f"vgbench inspect: {path} defines no function {factory!r}")
+    model = make()
+    torch.manual_seed(args.seed)
+    shape = tuple(int(d) for d in args.input_shape.split(","))
+    if args.data == "fashion-mnist":
+        ds = data.load_cached(args.data_dir, device="cpu")
+        s = data.split(ds, args.seed, limit=max(args.batch, 512))
+        x, y = s.train_x[:args.batch], s.train_y[:args.batch]
+        x = x.reshape(len(x), *shape) if args.input_shape != "784" else x
+        where = f"{args.batch} Fashion-MNIST training images"
+    else:
+        x = torch.randn(args.batch, *shape)
+        y = torch.randint(0, args.classes, (args.batch,))
+        where = f"{args.batch} random inputs of shape {shape}, {args.classes} classes"
+    device = train.resolve_device(args.device)
+    model, x, y = model.to(device), x.to(device), y.to(device)
+    report = inspection.inspect(model, x, y, lr=args.lr)
+    print(f"{args.target} on {where}, device {device}\n")
+    print(report)
+    out = Path(args.out)
+    report.to_json(out / "inspect.json")
+    fig = plots.inspect_figure(report, out / "inspect.png")
+    print(f"\nwrote {out / 'inspect.json'}, {fig}")
+    return 0
+
+
 def _report(args) -> int:
     from vgbench import report
 
@@ -153,6 +195,26 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dirs", nargs="+", help="folders written by `vgbench run`")
     plot.add_argument("--out", default=".", help="folder for compare.png (default .)")
     plot.set_defaults(fn=_plot)
+
+    ins = sub.add_parser("inspect", help="probe and diagnose your own model on one batch")
+    ins.add_argument("target", metavar="FILE.py:FACTORY",
+                     help="a Python file and a function in it that returns the nn.Module")
+    ins.add_argument("--input-shape", default="784",
+                     help="one input's shape, comma-separated (default 784; 1,28,28 for a CNN)")
+    ins.add_argument("--data", choices=["random", "fashion-mnist"], default="random",
+                     help="random normal inputs (default) or Fashion-MNIST images, reshaped "
+                          "to --input-shape")
+    ins.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
+    ins.add_argument("--batch", type=option_type(int, lo=2), default=64,
+                     help="batch size (default 64)")
+    ins.add_argument("--classes", type=option_type(int, lo=2), default=10,
+                     help="classes of the random targets (default 10)")
+    ins.add_argument("--lr", type=option_type(float, lo=0, lo_open=True), default=None,
+                     help="SGD learning rate for the update ratios (default 0.01)")
+    ins.add_argument("--seed", type=int, default=0, help="seed of the random batch")
+    ins.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ins.add_argument("--out", default=".", help="folder for inspect.json and inspect.png")
+    ins.set_defaults(fn=_inspect)
 
     rep = sub.add_parser("report", help="write DIR/report.html from a test session's folder")
     rep.add_argument("dir", nargs="?", default="vg-out",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -228,6 +229,29 @@ def depth_sweep(records: list[dict], level: float, path: str | Path) -> Path:
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     acc_ax.legend(fontsize="x-small", ncol=2)
     return _save(fig, path)
+
+
+def inspect_figure(report, path: str | Path) -> Path:
+    """vgbench.inspect's report: per weight (by name, in call order) the gradient norm and
+    the update ratio on log axes, the verdict in the title, its layer marked."""
+    rows = report.layers
+    names = [r["name"] for r in rows]
+    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.35 * len(rows) + 2), 7), sharex=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Data has no positive values")
+        for ax, key, label in ((axes[0], "grad_norm", "gradient norm (batch mean)"),
+                               (axes[1], "update_ratio", "update ratio ||dW|| / ||W||")):
+            values = _nan([r[key] if r[key] is not None else float("nan") for r in rows])
+            colors = ["tab:blue" if r["in_verdict"] else "tab:gray" for r in rows]
+            ax.bar(range(len(rows)), values, color=colors)
+            ax.set_yscale("log")
+            ax.set_ylabel(label)
+            name = report.verdict.get("layer_name")
+            if name in names:
+                ax.axvline(names.index(name), color="tab:red", ls="--", lw=1)
+        axes[1].set_xticks(range(len(rows)), names, rotation=60, ha="right", fontsize="small")
+        axes[0].set_title(textwrap.fill(f"verdict: {report.describe()}", 90), fontsize="small")
+        return _save(fig, path)
 
 
 def text_image(text: str, path: str | Path) -> Path:

@@ -771,14 +771,10 @@ def unregister(names_: list[str]) -> None:
             del REMEDIES[n]
 
 
-def load_file(path: str | Path) -> list[Remedy]:
-    """Import a user's remedies file (a Python module exposing REMEDIES, a list of Remedy);
-    any problem is a RemedyError naming the file (and the line, for errors raised in it)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RemedyError(f"{path}: no such remedies file (a Python file whose REMEDIES "
-                          "lists vgbench Remedy objects)")
-    mod_name = f"vgbench_user_remedies_{abs(hash(str(path.resolve())))}"
+def import_file(path: Path):
+    """Import a user's Python file as a module; an exception it raises is a RemedyError
+    naming the file and the line."""
+    mod_name = f"vgbench_user_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module  # so that pickling and dataclasses can find it
@@ -790,6 +786,17 @@ def load_file(path: str | Path) -> list[Remedy]:
                   if Path(f.filename).resolve() == path.resolve()]
         line = f", line {frames[-1].lineno}" if frames else ""
         raise RemedyError(f"{path}{line}: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def load_file(path: str | Path) -> list[Remedy]:
+    """Import a user's remedies file (a Python module exposing REMEDIES, a list of Remedy);
+    any problem is a RemedyError naming the file (and the line, for errors raised in it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RemedyError(f"{path}: no such remedies file (a Python file whose REMEDIES "
+                          "lists vgbench Remedy objects)")
+    module = import_file(path)
     if not hasattr(module, "REMEDIES"):
         raise RemedyError(f"{path}: defines no REMEDIES; add `REMEDIES = [Remedy(...), ...]`")
     return module.REMEDIES
