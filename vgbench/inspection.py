@@ -149,6 +149,9 @@ class Report:
     mode: str
     notes: list[str]
     skipped: list[str]
+    through_time: dict = field(default_factory=dict)
+    """Per recurrent module: the loss's gradient norm with respect to its input at each
+    time step (inspect's _loss_and_time)."""
 
     def table(self) -> str:
         """The per-layer table, then the activations and the verdict, as text."""
@@ -232,19 +235,8 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
         raise InspectError("no trainable weight was used in the forward pass (every "
                            "parameter is frozen or unused)")
     loss_fn = loss if loss is not None else _cross_entropy
-    with torch.no_grad():  # its value, shape and finiteness, before any gradient
-        was, saved = model.training, _bn_buffers(model)
-        model.train()
-        try:
-            value = loss_fn(_forward(model, inputs), targets)
-        finally:
-            model.train(was)
-            for buf, copy_ in saved:
-                buf.copy_(copy_)
-    if not torch.is_tensor(value) or value.dim() != 0:
-        shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
-        raise InspectError(f"the loss returned {shape}, not a scalar: reduce it (e.g. "
-                           "reduction='mean')")
+    was = model.training
+    value, through_time = _loss_and_time(model, inputs, targets, loss_fn)
     notes = list(layout.notes)
     if not was:
         notes.append("the model was in eval mode: measured in train mode (dropout and batch "
@@ -259,7 +251,63 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     probe = Probe(model, inputs, targets, layout, loss_fn)
     probe.measure(model, 0, Updater(optimizer))
     notes += sorted(probe.notes)
-    return _report(layout, probe, float(value), "train", notes)
+    report = _report(layout, probe, float(value), "train", notes)
+    report.through_time = through_time
+    for name, t in through_time.items():
+        report.notes.append(f"{name}: over {t['steps']} steps the loss's gradient with respect "
+                            f"to the first step's input is {t['ratio']:.2g} of the last "
+                            "step's (time is depth; not yet part of the verdict)")
+    return report
+
+
+def _loss_and_time(model, x, targets, loss_fn):
+    """The loss on the batch in train mode (checked: a scalar), and for each recurrent
+    module (RNN, LSTM, GRU) fed a (batch, time, features) tensor, the norm of the loss's
+    gradient with respect to its input at every time step: {name: {'steps', 'norms',
+    'ratio' (first step over last)}}. One forward, and a backward only where there is a
+    recurrent module; norm statistics restored, nothing written to .grad."""
+    names = {m: n for n, m in model.named_modules()}
+    taps: dict = {}
+
+    def tap(module, args):
+        inp = args[0] if args else None
+        if not (torch.is_tensor(inp) and inp.dim() == 3 and inp.is_floating_point()):
+            return None  # a PackedSequence or unbatched input: not profiled
+        z = torch.zeros_like(inp, requires_grad=True)  # d loss / d z = d loss / d input
+        taps[module] = (z, module.batch_first)
+        return (inp + z, *args[1:])
+
+    hooks = [m.register_forward_pre_hook(tap) for m in model.modules()
+             if isinstance(m, nn.RNNBase)]
+    saved = _bn_buffers(model)
+    was = model.training
+    model.train()
+    try:
+        with torch.set_grad_enabled(bool(hooks)):
+            value = loss_fn(_forward(model, x), targets)
+            if not torch.is_tensor(value) or value.dim() != 0:
+                shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+                raise InspectError(f"the loss returned {shape}, not a scalar: reduce it "
+                                   "(e.g. reduction='mean')")
+            grads = (torch.autograd.grad(value, [z for z, _ in taps.values()],
+                                         allow_unused=True)
+                     if taps and value.requires_grad else [None] * len(taps))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+        with torch.no_grad():
+            for buf, copy_ in saved:
+                buf.copy_(copy_)
+    profile = {}
+    for (module, (z, batch_first)), g in zip(taps.items(), grads):
+        if g is None:
+            continue
+        per_step = (g if batch_first else g.transpose(0, 1)).detach().double()
+        norms = per_step.square().sum(dim=(0, 2)).sqrt().tolist()  # (time,)
+        profile[names[module]] = {"steps": len(norms), "norms": norms,
+                                  "ratio": norms[0] / norms[-1] if norms[-1] else math.nan}
+    return value.detach(), profile
 
 
 def _cross_entropy(output, targets):
