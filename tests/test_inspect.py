@@ -246,3 +246,19 @@ def test_time_is_depth_for_recurrent_nets(kind):
     assert any(n.startswith("rnn: over 100 steps") for n in r.notes)
     assert vgbench.inspect(nn.Linear(8, 3), torch.randn(32, 8),
                            torch.randint(0, 3, (32,))).through_time == {}
+
+
+def test_in_place_activations_are_measured_on_their_inputs():
+    """torchvision's ResNets use ReLU(inplace=True): slopes on the input, not the output;
+    a Linear whose output is changed in place gets no per-example norm (it would be wrong)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+
+    def net(inplace):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(8, 16), nn.ELU(inplace=inplace), nn.Linear(16, 3))
+    a, b = vgbench.inspect(net(True), x, y), vgbench.inspect(net(False), x, y)
+    assert a.activations[0]["preact_rms"] == b.activations[0]["preact_rms"]
+    assert a.activations[0]["saturated"] == b.activations[0]["saturated"]
+    assert a.layers[0]["grad_rms"] is None and b.layers[0]["grad_rms"] is not None
+    assert a.layers[0]["grad_norm"] == pytest.approx(b.layers[0]["grad_norm"])

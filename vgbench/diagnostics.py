@@ -73,8 +73,8 @@ def slopes(act: nn.Module, h: torch.Tensor) -> torch.Tensor:
     """phi'(h) elementwise in float64, by autograd through (a float64 copy of) act."""
     twin = copy.deepcopy(act).double()
     x = h.detach().double().requires_grad_(True)
-    with torch.enable_grad():
-        (d,) = torch.autograd.grad(twin(x).sum(), x)
+    with torch.enable_grad():  # through a copy: an in-place activation may not touch a leaf
+        (d,) = torch.autograd.grad(twin(x.clone()).sum(), x)
     return d
 
 
@@ -120,14 +120,17 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
     extra = extra or []
     seen: dict[nn.Module, list] = {}
 
-    def keep(module, inputs, output):
-        seen.setdefault(module, []).append((inputs[0] if inputs else None, output))
+    def keep(module, inputs, output):  # with the output's version: in-place changes show
+        seen.setdefault(module, []).append((inputs[0] if inputs else None, output,
+                                            output._version))
 
     exact = [isinstance(m, nn.Linear) and w is m.weight for _, m, w in layers]
     hooks = [m.register_forward_hook(keep) for (_, m, _), ok in zip(layers, exact) if ok]
-    if acts is not None:
-        hooks += [a.register_forward_hook(lambda m, i, o: acts.append(i[0]))  # per call
-                  for a in dict.fromkeys((layout or model).activations())]
+    if acts is not None:  # each call's input, before an in-place activation changes it
+        hooks += [a.register_forward_pre_hook(
+            lambda m, i: acts.append(i[0].detach().clone() if getattr(m, "inplace", False)
+                                     else i[0]))
+            for a in dict.fromkeys((layout or model).activations())]
     try:
         out = model(*x) if isinstance(x, tuple) else model(x)
     finally:
@@ -136,7 +139,8 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
     loss = F.cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
     n_batch = len(x[0] if isinstance(x, tuple) else x)
     exact = [ok and len(seen.get(m, ())) == 1 and torch.is_tensor(seen[m][0][0])
-             and seen[m][0][0].dim() == 2 for (_, m, _), ok in zip(layers, exact)]
+             and seen[m][0][0].dim() == 2 and seen[m][0][1]._version == seen[m][0][2]
+             for (_, m, _), ok in zip(layers, exact)]
     outs = [seen[m][0][1] for (_, m, _), ok in zip(layers, exact) if ok]
     n = len(layers)
     grads = torch.autograd.grad(loss, [w for _, _, w in layers] + outs + extra,
