@@ -41,7 +41,9 @@ def test_a_deep_sigmoid_cnn_is_vanishing_and_relu_bn_is_healthy():
     assert names[:3] == ["0.weight", "1.weight", "3.weight"] and names[-1] == "26.weight"
     assert [r["in_verdict"] for r in good.layers[:2]] == [True, False]  # BatchNorm: reported
     assert len(good.activations) == 8 and good.activations[0]["module"] == "ReLU"
-    assert "batch-mean gradient norms" in " ".join(good.notes)  # no per-example for convs
+    assert all(r["grad_rms"] > 0 for r in good.layers if r["module"] in ("Conv2d", "Linear"))
+    assert all(r["grad_rms"] is None for r in good.layers if r["module"] == "BatchNorm2d")
+    assert "batch-mean gradient norms" not in " ".join(good.notes)  # convs are exact too
 
 
 def test_dead_relu_units_are_named():
@@ -262,3 +264,17 @@ def test_in_place_activations_are_measured_on_their_inputs():
     assert a.activations[0]["saturated"] == b.activations[0]["saturated"]
     assert a.layers[0]["grad_rms"] is None and b.layers[0]["grad_rms"] is not None
     assert a.layers[0]["grad_norm"] == pytest.approx(b.layers[0]["grad_norm"])
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(3, 4, 3, padding=1),  # P^2 > O k: formed
+                                  nn.Conv2d(3, 64, 3, stride=2, padding=1),  # Gram matrices
+                                  nn.Conv2d(2, 8, (3, 2), padding=(1, 0), dilation=(2, 1))])
+def test_conv_per_example_norms_are_exact(conv):
+    from vgbench.diagnostics import conv2d_example_norms
+
+    torch.manual_seed(0)
+    x = torch.randn(5, conv.in_channels, 9, 9)
+    g = torch.randn_like(conv(x))
+    alone = [torch.autograd.grad((conv(x[i:i + 1]) * g[i:i + 1]).sum(), conv.weight)[0].norm()
+             for i in range(5)]
+    torch.testing.assert_close(conv2d_example_norms(conv, x, g), torch.stack(alone))

@@ -124,7 +124,8 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
         seen.setdefault(module, []).append((inputs[0] if inputs else None, output,
                                             output._version))
 
-    exact = [isinstance(m, nn.Linear) and w is m.weight for _, m, w in layers]
+    exact = [(isinstance(m, nn.Linear) or _plain_conv2d(m)) and w is m.weight
+             for _, m, w in layers]
     hooks = [m.register_forward_hook(keep) for (_, m, _), ok in zip(layers, exact) if ok]
     if acts is not None:  # each call's input, before an in-place activation changes it
         hooks += [a.register_forward_pre_hook(
@@ -139,7 +140,8 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
     loss = F.cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
     n_batch = len(x[0] if isinstance(x, tuple) else x)
     exact = [ok and len(seen.get(m, ())) == 1 and torch.is_tensor(seen[m][0][0])
-             and seen[m][0][0].dim() == 2 and seen[m][0][1]._version == seen[m][0][2]
+             and seen[m][0][0].dim() == (4 if isinstance(m, nn.Conv2d) else 2)
+             and seen[m][0][1]._version == seen[m][0][2]
              for (_, m, _), ok in zip(layers, exact)]
     outs = [seen[m][0][1] for (_, m, _), ok in zip(layers, exact) if ok]
     n = len(layers)
@@ -156,9 +158,36 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
             rms.append(a.new_zeros(()))
             continue
         # the loss is a mean over the batch: example i's own gradient is n times its term
-        per_example = g.norm(dim=1) * a.norm(dim=1) * n_batch
+        if isinstance(m, nn.Conv2d):
+            per_example = conv2d_example_norms(m, a.detach(), g) * n_batch
+        else:
+            per_example = g.norm(dim=1) * a.norm(dim=1) * n_batch
         rms.append(per_example.square().mean().sqrt())
     return weight_grads, rms, extra_grads
+
+
+def _plain_conv2d(m: nn.Module) -> bool:
+    return (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
+            and not isinstance(m.padding, str))
+
+
+def conv2d_example_norms(conv: nn.Conv2d, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Each example's own weight-gradient norm of a Conv2d, exactly, from its input x
+    (batch, C, H, W) and the gradient g at its output (batch, O, H', W'): example i's
+    gradient is G_i = D_i X_i^T (D_i: (O, P) output gradients, X_i: (C k k, P) unfolded
+    patches, P positions). ||G_i||^2 = sum((D_i^T D_i) * (X_i^T X_i)) when P^2 is the
+    smaller, else G_i is formed, one example at a time (a temporary the size of the
+    weight): no batch of per-example gradients is ever held."""
+    patches = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+    d = g.flatten(2)  # (batch, O, P)
+    o, k, p = d.shape[1], patches.shape[1], d.shape[2]
+    out = []
+    for di, xi in zip(d, patches):
+        if p * p <= o * k:
+            out.append((di.T @ di).mul_(xi.T @ xi).sum().clamp(min=0).sqrt())
+        else:
+            out.append((di @ xi.T).norm())
+    return torch.stack(out)
 
 
 class Updater:

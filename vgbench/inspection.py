@@ -10,8 +10,9 @@ by one forward pass with hooks. So the numbers and the verdict mean the same for
     vgbench.assert_gradient_flow(model, (x, y))        # AssertionError naming the layer
 
 Cost: one forward without gradients (to find the layers in call order) and one forward and
-backward on the batch; no per-example gradient tensors (per-example norms only where they
-are exact and cheap: a Linear called once on a (batch, features) input).
+backward on the batch; no batch of per-example gradients (per-example norms only where they
+are exact and cheap: a Linear called once on a (batch, features) input, a Conv2d called
+once: diagnostics.conv2d_example_norms).
 """
 
 from __future__ import annotations
@@ -336,7 +337,8 @@ def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
     if any(r is None or math.isnan(r) for r in rms):  # not exact everywhere: batch-mean
         rms = [p["grad_norm"][i] for i in chain]
         notes.append("the verdict's gain uses batch-mean gradient norms (per-example norms "
-                     "are exact only for Linear layers on (batch, features) inputs)")
+                     "are exact only for Linear layers on (batch, features) inputs and plain "
+                     "Conv2d layers, each called once)")
     point = {"grad_rms": rms, "update_ratio": [p["update_ratio"][i] for i in chain],
              "saturated": p["saturated"], "dead": p["dead"], "preact_rms": p["preact_rms"],
              "rectifier": probe.activations["rectifier"]}
