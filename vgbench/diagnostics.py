@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -93,13 +94,21 @@ def activation_stats(act: nn.Module, h: torch.Tensor, top: float,
                         quiet.double().mean()])
 
 
-def _bn_buffers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [
-        (buf, buf.detach().clone())
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        for buf in m.buffers()
-    ]
+@contextmanager
+def as_it_was(model: nn.Module, train: bool = True):
+    """model in train (or eval) mode for the block; afterwards its mode and its batch
+    norms' running statistics are as before, also when the block raises."""
+    was = model.training
+    saved = [(buf, buf.detach().clone()) for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) for buf in m.buffers()]
+    model.train(train)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, copy_ in saved:
+                buf.copy_(copy_)
+        model.train(was)
 
 
 def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
@@ -253,24 +262,20 @@ class Probe:
     def measure(self, model, epoch: int, updater: Updater | None = None) -> None:
         """Record every metric for `epoch` (0 = at init), in train mode, leaving no trace.
         updater: the run's optimizer, for update_ratio (None: recorded as null)."""
-        was_training = model.training
-        saved = _bn_buffers(model)
-        model.train()
         weights = [w for _, _, w in self.layout.layers()]
         trained = updater.params if updater is not None else []
         flags = [w.requires_grad for w in weights]  # layerwise freezes some layers
         acts: list[torch.Tensor] = []
-        with torch.enable_grad():
+        with as_it_was(model, train=True), torch.enable_grad():
             for w in weights:
                 w.requires_grad_(True)
-            grads, rms, extra = layer_gradients(model, self.x, self.y, acts, trained,
-                                                self.layout, self.loss_fn)
-        for w, flag in zip(weights, flags):
-            w.requires_grad_(flag)
+            try:
+                grads, rms, extra = layer_gradients(model, self.x, self.y, acts, trained,
+                                                    self.layout, self.loss_fn)
+            finally:
+                for w, flag in zip(weights, flags):
+                    w.requires_grad_(flag)
         with torch.no_grad():
-            for buf, copy_ in saved:
-                buf.copy_(copy_)
-            model.train(was_training)
             update = [math.nan] * len(weights)
             if updater is not None:
                 index = {id(p): i for i, p in enumerate(trained)}

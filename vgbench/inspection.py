@@ -27,7 +27,7 @@ from tabulate import tabulate
 from torch import nn
 
 from vgbench import diagnose, files
-from vgbench.diagnostics import Probe, Updater, _bn_buffers
+from vgbench.diagnostics import Probe, Updater, as_it_was
 
 ACTIVATIONS = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU,
                nn.Softplus, nn.Mish, nn.Hardtanh, nn.ReLU6, nn.CELU, nn.Hardsigmoid,
@@ -94,18 +94,12 @@ class ModelLayout:
             if isinstance(module, ACTIVATIONS):
                 act_calls.append(module)
         hooks += [m.register_forward_pre_hook(called) for m in owners + acts]
-        was, saved = model.training, _bn_buffers(model)
         try:
-            model.eval()
-            with torch.no_grad():
+            with as_it_was(model, train=False), torch.no_grad():
                 _forward(model, x)
         finally:
             for h in hooks:
                 h.remove()
-            model.train(was)
-            with torch.no_grad():
-                for buf, copy_ in saved:
-                    buf.copy_(copy_)
         entries, skipped, notes = [], [], []
         for m in first:
             if m in acts and m not in owners:
@@ -236,10 +230,9 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
         raise InspectError("no trainable weight was used in the forward pass (every "
                            "parameter is frozen or unused)")
     loss_fn = loss if loss is not None else _cross_entropy
-    was = model.training
     value, through_time = _loss_and_time(model, inputs, targets, loss_fn)
     notes = list(layout.notes)
-    if not was:
+    if not model.training:  # as it was, and stays
         notes.append("the model was in eval mode: measured in train mode (dropout and batch "
                      "statistics as in training), then put back in eval mode")
     else:
@@ -280,11 +273,8 @@ def _loss_and_time(model, x, targets, loss_fn):
 
     hooks = [m.register_forward_pre_hook(tap) for m in model.modules()
              if isinstance(m, nn.RNNBase)]
-    saved = _bn_buffers(model)
-    was = model.training
-    model.train()
     try:
-        with torch.set_grad_enabled(bool(hooks)):
+        with as_it_was(model, train=True), torch.set_grad_enabled(bool(hooks)):
             value = loss_fn(_forward(model, x), targets)
             if not torch.is_tensor(value) or value.dim() != 0:
                 shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
@@ -296,10 +286,6 @@ def _loss_and_time(model, x, targets, loss_fn):
     finally:
         for h in hooks:
             h.remove()
-        model.train(was)
-        with torch.no_grad():
-            for buf, copy_ in saved:
-                buf.copy_(copy_)
     profile = {}
     for (module, (z, batch_first)), g in zip(taps.items(), grads):
         if g is None:

@@ -537,13 +537,11 @@ class _Controller:
                           "rows": self.comparison.moved_first(),
                           "text": self.comparison.report()}
         command = " ".join(shlex.quote(a) for a in ("pytest", *self.config.invocation_params.args))
-        written: list = []
-        self._attempt("summary", lambda: written.extend(harness.write_summary(
+        self._attempt("summary", lambda: self.paths.extend(harness.write_summary(
             self.rows, settings.out, self.header(), image=settings.figures,
             status=self.status, depth=self.depth, expectations=self.expectations,
             cases=harness.case_entries(self.records, self.crashed), command=command,
             comparison=comparison)))
-        self.paths = [p for p in self.paths if p not in written] + written
 
     def _save(self, path: str) -> None:
         failing = [f"{r['key']}-seed{r['seed']}" for r in self.records if r["failures"]]
