@@ -217,6 +217,25 @@ def test_diagnose_on_hand_made_points():
     assert diagnose.diagnose(adam).verdict == "healthy"
 
 
+def test_time_is_depth_in_the_verdict():
+    """A recurrent layer whose gradient falls over its time steps is vanishing there, even
+    when the weight chain looks healthy; at or above VANISH_TIME, or undefined, it is not."""
+    ok = {"grad_rms": [1.0, 1.0], "update_ratio": [1e-3, 1e-3], "saturated": [0.0],
+          "dead": [0.0], "preact_rms": [0.5]}
+    assert diagnose.diagnose(ok).verdict == "healthy"
+    lost = {**ok, "through_time": [{"layer": 1, "steps": 100, "ratio": 1e-20}]}
+    v = diagnose.diagnose(lost)
+    assert (v.verdict, v.layer, v.evidence["time_steps"]) == ("vanishing", 1, 100)
+    assert v.evidence["gain_per_step"] == pytest.approx(1e-20 ** (1 / 99))
+    assert "through time, over 100 steps" in v.why
+    for ratio in (diagnose.VANISH_TIME, 0.5, math.nan):
+        kept = {**ok, "through_time": [{"layer": 1, "steps": 100, "ratio": ratio}]}
+        assert diagnose.diagnose(kept).verdict == "healthy"
+    # depth first: a vanishing weight chain is named as such
+    deep = {**lost, "grad_rms": [1e-6, 1.0], "update_ratio": [1e-9, 1e-3]}
+    assert "through time" not in diagnose.diagnose(deep).why
+
+
 def test_prediction_from_init_and_epoch1():
     healthy = {"epoch1": {"verdict": "healthy"}}
     assert diagnose.predict_trainable(healthy) is True

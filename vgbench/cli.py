@@ -131,7 +131,14 @@ def _inspect(args) -> int:
         where = f"{args.batch} random inputs of shape {shape}, {args.classes} classes"
     device = train.resolve_device(args.device)
     model, x, y = model.to(device), x.to(device), y.to(device)
-    report = inspection.inspect(model, x, y, lr=args.lr)
+    try:
+        report = inspection.inspect(model, x, y, lr=args.lr)
+    except inspection.InspectError:
+        raise
+    except (RuntimeError, ValueError, TypeError) as exc:  # the model's own forward or loss
+        raise SystemExit(f"vgbench inspect: {args.target} failed on a batch of shape "
+                         f"{tuple(x.shape)}: {exc}\n(is that the input it expects? set "
+                         "--input-shape, e.g. 1,28,28 for images)") from exc
     print(f"{args.target} on {where}, device {device}\n")
     print(report)
     out = Path(args.out)

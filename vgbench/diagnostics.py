@@ -71,7 +71,11 @@ def slope_profile(act: nn.Module) -> tuple[float, bool]:
 
 
 def slopes(act: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """phi'(h) elementwise in float64, by autograd through (a float64 copy of) act."""
+    """phi'(h) elementwise in float64, by autograd through (a float64 copy of) act; for a
+    plain ReLU, (h > 0) directly: the same values (autograd's ReLU slope is 1 where h > 0,
+    else 0), without the float64 copy and the backward (a ResNet's activations are large)."""
+    if type(act) is nn.ReLU:
+        return (h.detach() > 0).double()
     twin = copy.deepcopy(act).double()
     x = h.detach().double().requires_grad_(True)
     with torch.enable_grad():  # through a copy: an in-place activation may not touch a leaf
@@ -122,7 +126,8 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
     Example i's own weight gradient in a Linear is the rank-one delta_i a_i^T
     (delta_i = dloss_i/doutput_i, a_i the input), so its norm is ||delta_i|| ||a_i||: no
     per-example gradient tensors are formed. That holds for a Linear called once on a
-    (batch, features) input; for any other weight the RMS is None (not measured). (Under
+    (batch, features) input; a Conv1d/2d/3d called once has its exact norms from its
+    patches (conv_example_norms); for any other weight the RMS is None (not measured). (Under
     BatchNorm and the batch-wide normalizations the examples are coupled; this is then each
     example's term of the batch gradient, times the batch size.)"""
     layers = (layout or model).layers()
@@ -133,7 +138,7 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
         seen.setdefault(module, []).append((inputs[0] if inputs else None, output,
                                             output._version))
 
-    exact = [(isinstance(m, nn.Linear) or _plain_conv2d(m)) and w is m.weight
+    exact = [isinstance(m, (nn.Linear, *CONVS)) and w is m.weight
              for _, m, w in layers]
     hooks = [m.register_forward_hook(keep) for (_, m, _), ok in zip(layers, exact) if ok]
     if acts is not None:  # each call's input, before an in-place activation changes it
@@ -149,7 +154,8 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
     loss = F.cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
     n_batch = len(x[0] if isinstance(x, tuple) else x)
     exact = [ok and len(seen.get(m, ())) == 1 and torch.is_tensor(seen[m][0][0])
-             and seen[m][0][0].dim() == (4 if isinstance(m, nn.Conv2d) else 2)
+             and seen[m][0][0].dim() == (2 + len(m.kernel_size) if isinstance(m, CONVS)
+                                         else 2)
              and seen[m][0][1]._version == seen[m][0][2]
              for (_, m, _), ok in zip(layers, exact)]
     outs = [seen[m][0][1] for (_, m, _), ok in zip(layers, exact) if ok]
@@ -167,35 +173,54 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
             rms.append(a.new_zeros(()))
             continue
         # the loss is a mean over the batch: example i's own gradient is n times its term
-        if isinstance(m, nn.Conv2d):
-            per_example = conv2d_example_norms(m, a.detach(), g) * n_batch
+        if isinstance(m, CONVS):
+            per_example = conv_example_norms(m, a.detach(), g) * n_batch
         else:
             per_example = g.norm(dim=1) * a.norm(dim=1) * n_batch
         rms.append(per_example.square().mean().sqrt())
     return weight_grads, rms, extra_grads
 
 
-def _plain_conv2d(m: nn.Module) -> bool:
-    return (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
-            and not isinstance(m.padding, str))
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+"""Convolutions whose per-example gradient norms are exact (any padding, stride, dilation,
+groups; not the transposed ones)."""
 
 
-def conv2d_example_norms(conv: nn.Conv2d, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Each example's own weight-gradient norm of a Conv2d, exactly, from its input x
-    (batch, C, H, W) and the gradient g at its output (batch, O, H', W'): example i's
-    gradient is G_i = D_i X_i^T (D_i: (O, P) output gradients, X_i: (C k k, P) unfolded
-    patches, P positions). ||G_i||^2 = sum((D_i^T D_i) * (X_i^T X_i)) when P^2 is the
-    smaller, else G_i is formed, one example at a time (a temporary the size of the
-    weight): no batch of per-example gradients is ever held."""
-    patches = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
-    d = g.flatten(2)  # (batch, O, P)
-    o, k, p = d.shape[1], patches.shape[1], d.shape[2]
+def conv_patches(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input patches each output position of conv sees: (batch, groups, C / groups x
+    kernel volume, positions), for x (batch, C, *spatial) of a Conv1d, 2d or 3d (padded as
+    its forward pads; windows by Tensor.unfold, so any number of spatial dimensions)."""
+    mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+    x = F.pad(x, conv._reversed_padding_repeated_twice, mode=mode)
+    n = len(conv.kernel_size)
+    for dim, (k, s, d) in enumerate(zip(conv.kernel_size, conv.stride, conv.dilation)):
+        x = x.unfold(2 + dim, (k - 1) * d + 1, s)  # the window goes last
+        if d > 1:
+            x = x[..., ::d]
+    batch, channels = x.shape[:2]
+    positions = math.prod(x.shape[2:2 + n])
+    x = x.permute(0, 1, *range(2 + n, 2 + 2 * n), *range(2, 2 + n))  # (b, C, *k, *out)
+    return x.reshape(batch, conv.groups, -1, positions)
+
+
+def conv_example_norms(conv: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Each example's own weight-gradient norm of a Conv1d/2d/3d, exactly, from its input x
+    (batch, C, *spatial) and the gradient g at its output (batch, O, *spatial'): in each
+    group, example i's gradient is G_i = D_i X_i^T (D_i: (O/groups, P) output gradients, X_i:
+    (C/groups x kernel volume, P) patches, P positions), ||G_i||^2 summed over the groups.
+    ||G_i||^2 = sum((D_i^T D_i) * (X_i^T X_i)) when the P x P Gram matrices are the smaller,
+    else G_i is formed, one example at a time (a temporary the size of the weight): no batch
+    of per-example gradients is ever held."""
+    patches = conv_patches(conv, x)  # (batch, groups, K, P)
+    d = g.reshape(len(g), conv.groups, -1, patches.shape[-1])  # (batch, groups, O/groups, P)
+    o, k, p = d.shape[2], patches.shape[2], d.shape[3]
     out = []
     for di, xi in zip(d, patches):
         if p * p <= o * k:
-            out.append((di.T @ di).mul_(xi.T @ xi).sum().clamp(min=0).sqrt())
+            gram = (di.transpose(1, 2) @ di).mul_(xi.transpose(1, 2) @ xi)
+            out.append(gram.sum().clamp(min=0).sqrt())
         else:
-            out.append((di @ xi.T).norm())
+            out.append((di @ xi.transpose(1, 2)).norm())
     return torch.stack(out)
 
 

@@ -9,16 +9,19 @@ by one forward pass with hooks. So the numbers and the verdict mean the same for
     report = vgbench.inspect(model, x, y, loss=nn.MSELoss(), optimizer=opt)
     vgbench.assert_gradient_flow(model, (x, y))        # AssertionError naming the layer
 
-Cost: one forward without gradients (to find the layers in call order) and one forward and
-backward on the batch; no batch of per-example gradients (per-example norms only where they
-are exact and cheap: a Linear called once on a (batch, features) input, a Conv2d called
-once: diagnostics.conv2d_example_norms).
+Cost: one forward (the loss check, which also finds the layers in call order; without
+gradients unless the model has a recurrent module, whose gradient through time takes a
+backward) and the probe's forward and backward on the batch; no batch of per-example
+gradients (per-example norms only where they are exact and cheap: a Linear called once on
+a (batch, features) input, a Conv1d/2d/3d called once: diagnostics.conv_example_norms).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import types
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -75,6 +78,17 @@ class ModelLayout:
     @classmethod
     def find(cls, model: nn.Module, x) -> "ModelLayout":
         """One forward pass of x without gradients (eval mode, norm statistics restored)."""
+        with cls.recording(model) as found:
+            with as_it_was(model, train=False), torch.no_grad():
+                _forward(model, x)
+        return found.layout
+
+    @classmethod
+    @contextlib.contextmanager
+    def recording(cls, model: nn.Module):
+        """Hooks on model for the block: the layout of the forward passes run inside it is
+        the yielded object's .layout once the block ends (inspect records its loss check's
+        forward, so finding the layers costs no pass of its own)."""
         names = {m: n or type(model).__name__ for n, m in model.named_modules()}
         order: dict[nn.Module, int] = {}
 
@@ -94,9 +108,9 @@ class ModelLayout:
             if isinstance(module, ACTIVATIONS):
                 act_calls.append(module)
         hooks += [m.register_forward_pre_hook(called) for m in owners + acts]
+        found = types.SimpleNamespace(layout=None)
         try:
-            with as_it_was(model, train=False), torch.no_grad():
-                _forward(model, x)
+            yield found
         finally:
             for h in hooks:
                 h.remove()
@@ -113,12 +127,12 @@ class ModelLayout:
             if order.get(m, 0) > 1:
                 notes.append(f"{names[m]} is called {order[m]} times per forward (shared "
                              "weights): its gradient is the sum, no per-example norm")
-        called = set(first)
+        called_once = set(first)
         for n, p in model.named_parameters():
             if not p.requires_grad:
                 skipped.append(f"{n} (frozen: requires_grad is False)")
         for m in owners:
-            if m not in called:
+            if m not in called_once:
                 skipped.append(f"{names[m]} (never called in forward: no gradient)")
         count: dict[nn.Module, int] = {}
         calls = []
@@ -126,7 +140,7 @@ class ModelLayout:
             count[m] = count.get(m, 0) + 1
             twice = order.get(m, 0) > 1
             calls.append((f"{names[m]}" + (f" (call {count[m]})" if twice else ""), m))
-        return cls(entries, calls, notes, skipped)
+        found.layout = cls(entries, calls, notes, skipped)
 
 
 def _forward(model, x):
@@ -225,12 +239,13 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     stepped), else plain SGD at lr (default DEFAULT_LR). The model is measured in train mode
     and left as it was (mode, weights, norm statistics)."""
     _check_inputs(model, inputs, targets, loss)
-    layout = ModelLayout.find(model, inputs)
+    loss_fn = loss if loss is not None else _cross_entropy
+    with ModelLayout.recording(model) as found:
+        value, through_time = _loss_and_time(model, inputs, targets, loss_fn)
+    layout = found.layout
     if not layout.entries:
         raise InspectError("no trainable weight was used in the forward pass (every "
                            "parameter is frozen or unused)")
-    loss_fn = loss if loss is not None else _cross_entropy
-    value, through_time = _loss_and_time(model, inputs, targets, loss_fn)
     notes = list(layout.notes)
     if not model.training:  # as it was, and stays
         notes.append("the model was in eval mode: measured in train mode (dropout and batch "
@@ -245,13 +260,8 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     probe = Probe(model, inputs, targets, layout, loss_fn)
     probe.measure(model, 0, Updater(optimizer))
     notes += sorted(probe.notes)
-    report = _report(layout, probe, float(value), "train", notes)
-    report.through_time = through_time
-    for name, t in through_time.items():
-        report.notes.append(f"{name}: over {t['steps']} steps the loss's gradient with respect "
-                            f"to the first step's input is {t['ratio']:.2g} of the last "
-                            "step's (time is depth; not yet part of the verdict)")
-    return report
+    return _report(layout, probe, float(value), "train", notes, through_time,
+                   dict(model.named_modules()))
 
 
 def _loss_and_time(model, x, targets, loss_fn):
@@ -306,7 +316,7 @@ def _cross_entropy(output, targets):
 
 
 def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
-            notes: list[str]) -> Report:
+            notes: list[str], through_time: dict, modules: dict) -> Report:
     p = {k: v[-1] for k, v in probe.points.items() if k != "epoch"}
     chain = layout.chain()
     layers = [{"name": n, "module": type(m).__name__, "shape": list(w.shape),
@@ -323,22 +333,36 @@ def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
     if any(r is None or math.isnan(r) for r in rms):  # not exact everywhere: batch-mean
         rms = [p["grad_norm"][i] for i in chain]
         notes.append("the verdict's gain uses batch-mean gradient norms (per-example norms "
-                     "are exact only for Linear layers on (batch, features) inputs and plain "
-                     "Conv2d layers, each called once)")
+                     "are exact only for Linear layers on (batch, features) inputs and "
+                     "Conv1d/2d/3d layers, each called once)")
+    # a recurrent module's place in the chain: where its first weight is
+    place = {}
+    for k, i in enumerate(chain):
+        place.setdefault(layout.entries[i][1], k + 1)
+    time = [{"layer": place[modules[name]], "steps": t["steps"], "ratio": t["ratio"],
+             "name": name} for name, t in through_time.items() if modules.get(name) in place]
     point = {"grad_rms": rms, "update_ratio": [p["update_ratio"][i] for i in chain],
              "saturated": p["saturated"], "dead": p["dead"], "preact_rms": p["preact_rms"],
-             "rectifier": probe.activations["rectifier"]}
+             "rectifier": probe.activations["rectifier"], "through_time": time}
     diverged = None if math.isfinite(loss) else f"the loss is {loss}"
     v = diagnose.diagnose(point, None, "inspect", None, diverged).to_dict()
     # diagnose counts layers 1.. along the chain (dead units, saturated: the activations);
     # say their names instead
-    names = ([n for n, _ in layout.acts] if v["verdict"] in ("dead units", "saturated")
-             else [layers[i]["name"] for i in chain])
+    acts_named = v["verdict"] in ("dead units", "saturated")
+    names = [n for n, _ in layout.acts] if acts_named else [layers[i]["name"] for i in chain]
     if v["layer"]:
         v["layer_name"] = names[v["layer"] - 1]
+    if acts_named:  # "4 (ReLU)": a Sequential's names are bare numbers
+        names = [f"{n} ({type(m).__name__})" for n, m in layout.acts]
+    if "time_steps" in v["evidence"]:  # the recurrent module, not its first weight
+        v["layer_name"] = next(t["name"] for t in time if t["layer"] == v["layer"])
     v["why"] = re.sub(r"layer (\d+)", lambda mo: names[int(mo.group(1)) - 1]
                       if int(mo.group(1)) <= len(names) else mo.group(0), v["why"])
-    return Report(layers, acts, v, loss, mode, notes, layout.skipped)
+    for name, t in through_time.items():
+        notes.append(f"{name}: over {t['steps']} steps the loss's gradient with respect to the "
+                     f"first step's input is {t['ratio']:.2g} of the last step's (time is "
+                     f"depth: below {diagnose.VANISH_TIME:g} the verdict is vanishing)")
+    return Report(layers, acts, v, loss, mode, notes, layout.skipped, through_time)
 
 
 def _num(v):
