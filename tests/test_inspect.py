@@ -240,7 +240,7 @@ class Recurrent(nn.Module):
 
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM"])
-def test_time_is_depth_for_recurrent_nets(kind):
+def test_time_is_depth_for_recurrent_nets(kind, tmp_path):
     """The gradient with respect to each step's input, from the last step back: at init,
     with PyTorch's defaults, both a tanh RNN and an LSTM lose it over 100 steps (an LSTM's
     forget gate starts near 0.5): vanishing through time, the recurrent module named,
@@ -252,6 +252,7 @@ def test_time_is_depth_for_recurrent_nets(kind):
     assert t["ratio"] < 1e-10
     assert any(n.startswith("rnn: over 100 steps") for n in r.notes)
     assert r.describe().startswith("vanishing from rnn: through time, over 100 steps")
+    assert r.figure(tmp_path / "rnn.png").stat().st_size > 0  # with a panel per time step
     short = vgbench.inspect(Recurrent(kind), x[:, -3:], y)  # 3 steps: nothing to lose
     assert short.verdict["verdict"] == "healthy"
     assert vgbench.inspect(nn.Linear(8, 3), torch.randn(32, 8),

@@ -103,7 +103,7 @@ def _plot(args) -> int:
 def _inspect(args) -> int:
     import torch
 
-    from vgbench import data, inspection, plots, train
+    from vgbench import data, inspection, train
     from vgbench.registry import import_file
 
     file, _, factory = args.target.rpartition(":")
@@ -143,7 +143,7 @@ def _inspect(args) -> int:
     print(report)
     out = Path(args.out)
     report.to_json(out / "inspect.json")
-    fig = plots.inspect_figure(report, out / "inspect.png")
+    fig = report.figure(out / "inspect.png")
     print(f"\nwrote {out / 'inspect.json'}, {fig}")
     return 0
 

@@ -23,6 +23,7 @@ import math
 import re
 import types
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -189,6 +190,13 @@ class Report:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def figure(self, path) -> Path:
+        """The per-layer figure (gradient norm and update ratio per weight by name, the
+        verdict's layer marked; per time step for recurrent modules), written to path."""
+        from vgbench import plots  # matplotlib only when a figure is asked for
+
+        return plots.inspect_figure(self, path)
 
     def to_json(self, path=None) -> str:
         """Strict JSON (non-finite numbers as null); written atomically to path if given."""

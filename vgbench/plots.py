@@ -236,7 +236,13 @@ def inspect_figure(report, path: str | Path) -> Path:
     the update ratio on log axes, the verdict in the title, its layer marked."""
     rows = report.layers
     names = [r["name"] for r in rows]
-    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.35 * len(rows) + 2), 7), sharex=True)
+    timed = report.through_time  # recurrent modules: a third panel, gradient per time step
+    fig, axes = plt.subplots(3 if timed else 2, 1, sharex=False,
+                             figsize=(max(6.0, 0.35 * len(rows) + 2), 10 if timed else 7))
+    axes[0].sharex(axes[1])
+    name = report.verdict.get("layer_name")
+    if name not in names:  # a module's name (through time): its first weight
+        name = next((n for n in names if n.startswith(f"{name}.")), None)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Data has no positive values")
         for ax, key, label in ((axes[0], "grad_norm", "gradient norm (batch mean)"),
@@ -246,11 +252,17 @@ def inspect_figure(report, path: str | Path) -> Path:
             ax.bar(range(len(rows)), values, color=colors)
             ax.set_yscale("log")
             ax.set_ylabel(label)
-            name = report.verdict.get("layer_name")
             if name in names:
                 ax.axvline(names.index(name), color="tab:red", ls="--", lw=1)
         axes[1].set_xticks(range(len(rows)), names, rotation=60, ha="right", fontsize="small")
         axes[0].set_title(textwrap.fill(f"verdict: {report.describe()}", 90), fontsize="small")
+        for module, t in timed.items():
+            axes[2].plot(range(1, t["steps"] + 1), _nan(t["norms"]), label=module)
+        if timed:
+            axes[2].set_yscale("log")
+            axes[2].set_xlabel("time step (input)")
+            axes[2].set_ylabel("gradient w.r.t. the step's input")
+            axes[2].legend(fontsize="small")
         return _save(fig, path)
 
 
