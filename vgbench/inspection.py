@@ -77,14 +77,6 @@ class ModelLayout:
                 if not isinstance(m, (*NORMS, nn.Embedding, nn.EmbeddingBag))]
 
     @classmethod
-    def find(cls, model: nn.Module, x) -> "ModelLayout":
-        """One forward pass of x without gradients (eval mode, norm statistics restored)."""
-        with cls.recording(model) as found:
-            with as_it_was(model, train=False), torch.no_grad():
-                _forward(model, x)
-        return found.layout
-
-    @classmethod
     @contextlib.contextmanager
     def recording(cls, model: nn.Module):
         """Hooks on model for the block: the layout of the forward passes run inside it is
