@@ -30,10 +30,8 @@ def runs():
 def check(name: str, task: str, optimizer, steps: int, seed: int) -> dict:
     """The verdict at init and the accuracy after training, for one model and seed."""
     factory = twins.FACTORIES[name]
-    torch.manual_seed(seed)
-    model = factory()
-    x, y = twins.probe_batch(task, seed)
-    report = vgbench.inspect(model, x, y, optimizer=optimizer(model.parameters()))
+    model, (x, y), opt = twins.at_init(factory, task, optimizer, seed)
+    report = vgbench.inspect(model, x, y, optimizer=opt)
     start = time.perf_counter()
     acc = twins.train(factory, task, optimizer, steps, seed)
     return {"verdict": report.verdict["verdict"], "where": report.verdict.get("layer_name"),

@@ -18,22 +18,16 @@ PAIRS = list(twins.PAIRS.values())
 IDS = [p.name for p in PAIRS]
 
 
-def model_and_batch(factory, pair, seed: int = 0):
-    torch.manual_seed(seed)
-    model = factory()
-    return model, twins.probe_batch(pair.task, seed), pair.optimizer(model.parameters())
-
-
 @pytest.mark.parametrize("pair", PAIRS, ids=IDS)
 def test_the_healthy_twin_passes(pair, vg_inspect):
-    model, batch, optimizer = model_and_batch(pair.healthy, pair)
+    model, batch, optimizer = twins.at_init(pair.healthy, pair.task, pair.optimizer)
     report = vg_inspect(model, batch, optimizer=optimizer)
     assert report.verdict["verdict"] == "healthy"
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=IDS)
 def test_the_flagged_model_fails_with_its_verdict(pair):
-    model, batch, optimizer = model_and_batch(pair.flagged, pair)
+    model, batch, optimizer = twins.at_init(pair.flagged, pair.task, pair.optimizer)
     with pytest.raises(AssertionError, match=f"verdict {pair.verdict} from ") as failed:
         vgbench.assert_gradient_flow(model, batch, optimizer=optimizer)
     assert "\n\nweight " in str(failed.value)  # the per-layer table follows the cause
@@ -41,7 +35,7 @@ def test_the_flagged_model_fails_with_its_verdict(pair):
 
 def test_the_rnn_is_flagged_through_time_not_by_depth():
     pair = twins.PAIRS["rnn"]
-    model, batch, optimizer = model_and_batch(pair.flagged, pair)
+    model, batch, optimizer = twins.at_init(pair.flagged, pair.task, pair.optimizer)
     report = vgbench.inspect(model, *batch, optimizer=optimizer)
     assert report.verdict["layer_name"] == "rnn"
     assert report.verdict["evidence"]["time_steps"] == twins.RECALL_STEPS

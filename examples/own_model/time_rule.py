@@ -32,10 +32,8 @@ def main(argv=None) -> None:
         for kind, init in VARIANTS:
             for seed in map(int, args.seeds.split(",")):
                 factory = functools.partial(twins.Sequence, kind, init, length)
-                torch.manual_seed(seed)
-                model = factory()
-                x, y = twins.probe_batch("recall", seed, length)
-                report = vgbench.inspect(model, x, y, optimizer=twins.adam(model.parameters()))
+                model, (x, y), opt = twins.at_init(factory, "recall", twins.adam, seed, length)
+                report = vgbench.inspect(model, x, y, optimizer=opt)
                 ratio = report.through_time["rnn"]["ratio"]
                 acc = twins.train(factory, "recall", twins.adam, 400, seed, length)
                 rows.append([length, kind, init or "default", seed, f"{ratio:.2g}",

@@ -276,3 +276,14 @@ def train(factory: Callable[[], nn.Module], task: str,
 def probe_batch(task: str, seed: int = 0, recall_steps: int = RECALL_STEPS):
     """The batch vgbench inspects (64 examples of the task, seeded)."""
     return Task(task, 1_000 + seed, recall_steps).batch()
+
+
+def at_init(factory: Callable[[], nn.Module], task: str,
+            optimizer: Callable[[list], torch.optim.Optimizer], seed: int = 0,
+            recall_steps: int = RECALL_STEPS):
+    """(model, batch, optimizer) as vgbench inspects them: the model from the seeded init
+    that train() starts from, the probe batch, and the optimizer it is trained with (for
+    the update ratios)."""
+    torch.manual_seed(seed)
+    model = factory()
+    return model, probe_batch(task, seed, recall_steps), optimizer(model.parameters())
