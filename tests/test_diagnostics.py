@@ -13,7 +13,7 @@ from vgbench.model import build
 from torch import nn
 
 from vgbench.diagnostics import (HIDDEN_METRICS, LAYER_METRICS, activation_stats,
-                                 slope_profile)
+                                 slope_profile, slopes)
 
 
 def test_saturation_and_dead_units_on_hand_made_inputs():
@@ -30,6 +30,17 @@ def test_saturation_and_dead_units_on_hand_made_inputs():
     sat, dead, _, _ = activation_stats(nn.LeakyReLU(0.01), leaky,
                                        *slope_profile(nn.LeakyReLU(0.01)))
     assert sat.item() == 0.0 and dead.item() == 0.0  # the leak is a linear regime
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_slopes_without_autograd_are_autograds(inplace):
+    """slopes() reads a plain ReLU's slope as h > 0: exactly what autograd gives, h = 0 and
+    -0.0 included, so the suite's relu histories stay what they were."""
+    h = torch.tensor([[-1.0, 0.0, -0.0, 1e-30, -1e-30, 2.0]], dtype=torch.float32)
+    x = h.double().requires_grad_(True)
+    (expected,) = torch.autograd.grad(nn.ReLU(inplace=inplace).double()(x.clone()).sum(), x)
+    got = slopes(nn.ReLU(inplace=inplace), h)
+    assert got.dtype == torch.float64 and torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("name", ["baseline", "batchnorm", "layerwise", "gradnorm_pre"])
