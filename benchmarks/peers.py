@@ -236,6 +236,13 @@ def report(rows: list[dict], fmt: str = "simple") -> str:
                                     "stalls, predicted yes", "stalls, predicted no",
                                     "balanced accuracy", "verdict = declared cause"],
                     tablefmt=fmt, disable_numparse=True)
+    seeds = sorted({r["seed"] for r in rows})
+    if len(seeds) > 1:
+        text += "\n\nbalanced accuracy by seed: " + "; ".join(
+            f"{tool} " + ", ".join(f"{s} {by_seed:.2f}" for s, by_seed in zip(
+                seeds, (confusion([r for r in rows if r["seed"] == s], tool)
+                        ["balanced_accuracy"] for s in seeds)))
+            for tool in TOOLS)
     for tool in TOOLS:
         _, _, wrong = agreement(rows, tool)
         wrong_pred = [f"{r['run']} (seed {r['seed']}): predicted "
