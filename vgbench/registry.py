@@ -422,7 +422,13 @@ _COURSE = [
         ),
         sweep=(
             Check("whole_val_acc", ">=", 0.75, f"{_S}: 0.868..0.877; margin 0.118", (3, 3)),
-            Check("whole_val_acc", "<=", 0.20, f"{_S}: 0.107..0.126; margin 0.074", (7, None)),
+            # at depth 7 a seed can learn part of the way: seed 45 reached 0.301 and broke the
+            # bound of 0.20 set on seeds 42-44 (0.107..0.126); what holds for every seed is
+            # that it does not train (below TRAINABLE_ACC)
+            Check("whole_val_acc", "<=", 0.45, "sweep (30 epochs), seeds 42-45 Intel: "
+                  "0.107..0.301; margin 0.149", (7, 7)),
+            Check("whole_val_acc", "<=", 0.20, "sweep (30 epochs), seeds 42-45 Intel: "
+                  "0.104..0.110; margin 0.09", (15, None)),
             Check("grad_ratio_init_rms", ">=", 300, f"{_S}: 3.0e3..3.3e3; 10x margin"),
         ),
         deeper_than=("baseline",),
