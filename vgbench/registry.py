@@ -141,9 +141,9 @@ reaches this within the budget (defined in vgbench.diagnose, which predicts it).
 _Q = f"quick ({QUICK_EPOCHS} epochs), seeds 42-44"
 _F = "full (100 epochs), seeds 42-44"
 _INTEL = "Intel"
-_DX = ("depths 3-30: init seeds 42-46, epoch 1 seeds 42-43, all agreed; the intervention: sweep, "
-       "seed 42")
-_DXS = "sweep (30 epochs), seed 42"
+_DX = ("depths 3-30: init seeds 42-46, epoch 1 seeds 42-45, all agreed; the intervention: sweep, "
+       "seeds 42-45")
+_DXS = "sweep (30 epochs), seeds 42-45"
 _DXC = "init: seeds 42-44 at depths 3-30; epoch 1 and end: quick, seeds 42-44"
 _SAT = "seeds 42-46 (slope-based): 0.935..0.939; margin 0.035"
 _HEALTHY = (
