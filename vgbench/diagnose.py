@@ -86,7 +86,10 @@ REACH = 5e-3
 this share of its norm (the budget's steps x its smallest update ratio after epoch 1).
 Calibrated on seed 42 (sweep and full budgets): the runs that reached validation accuracy
 0.5 had 7.8e-3 (layernorm, full budget) or more; ReLU and LeakyReLU at depth 7 with 30
-epochs, which did not, 3.8e-3; GELU at depth 7 with 100 epochs 2.5e-3."""
+epochs, which did not, 3.8e-3; GELU at depth 7 with 100 epochs 2.5e-3. Seeds 43-45, with
+nothing changed, overlap it: ReLU and LeakyReLU at depth 7 with 30 epochs stalled at
+5.2e-3..6.4e-3 (predicted to train: wrong), layernorm with 100 epochs trained at 6.2e-3
+(seed 44), GELU with 100 epochs stalled at 3.1e-3. README, "Prediction"."""
 
 MOMENT_POINTS = {"init": 0, "epoch1": 1, "end": -1}
 """The probe point of each moment (probe points: 0 = init, then one per epoch)."""
