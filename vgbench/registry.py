@@ -372,7 +372,7 @@ _COURSE = [
         diagnoses=(
             Diagnosis("healthy", "init", (3, 3), why=_DX),
             # at depth 7 the skips slow the vanishing, they do not stop learning: in 30 epochs
-            # skip itself creeps to 0.436..0.504 (seeds 42-44), so "does not train where
+            # skip itself creeps to 0.436..0.504 (seeds 42-45), so "does not train where
             # batchnorm does" is undecidable there; the intervention is declared from 15
             Diagnosis("vanishing", "init", (7, 7), why=_DX),
             Diagnosis("vanishing", "init", (15, 30), fixed_by=("batchnorm",), why=_DX),
