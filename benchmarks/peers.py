@@ -238,10 +238,11 @@ def report(rows: list[dict], fmt: str = "simple") -> str:
                     tablefmt=fmt, disable_numparse=True)
     seeds = sorted({r["seed"] for r in rows})
     if len(seeds) > 1:
+        def by_seed(tool: str, seed: int) -> float:
+            return confusion([r for r in rows if r["seed"] == seed], tool)["balanced_accuracy"]
+
         text += "\n\nbalanced accuracy by seed: " + "; ".join(
-            f"{tool} " + ", ".join(f"{s} {by_seed:.2f}" for s, by_seed in zip(
-                seeds, (confusion([r for r in rows if r["seed"] == s], tool)
-                        ["balanced_accuracy"] for s in seeds)))
+            f"{tool} " + ", ".join(f"{s} {by_seed(tool, s):.2f}" for s in seeds)
             for tool in TOOLS)
     for tool in TOOLS:
         _, _, wrong = agreement(rows, tool)

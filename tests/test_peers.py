@@ -113,3 +113,16 @@ def test_the_comparison_on_saved_runs(folder, capsys):
 def test_a_folder_without_histories_says_so(tmp_path, capsys):
     assert peers.main([str(tmp_path)]) == 1
     assert "no histories with diagnostics under" in capsys.readouterr().err
+
+
+def test_the_report_gives_balanced_accuracy_by_seed():
+    def row(seed, pred, real):
+        return {"run": f"r{seed}", "seed": seed, "trained": real, "truth": {},
+                "tools": {t: {} for t in peers.TOOLS},
+                "predicted": {t: pred for t in peers.TOOLS}}
+
+    rows = [row(42, True, True), row(42, False, False),   # seed 42: both right
+            row(43, True, True), row(43, True, False)]    # seed 43: one false alarm
+    text = peers.report(rows)
+    assert "balanced accuracy by seed: vgbench 42 1.00, 43 0.50;" in text
+    assert "by seed" not in peers.report(rows[:2])  # one seed: no breakdown
