@@ -2,7 +2,7 @@
 
 For each remedy, in one process and interleaved (floor, remedy, floor, remedy, ...):
 (a) the floor: every GEMM one vgbench epoch runs (train forward and backward, validation
-    forward, the diagnostics probe's forward and backward), with the same shapes, the same
+    forward, the diagnostics probe's forward and backward and its forward after the step), with the same shapes, the same
     transposes and the same thread count, on preallocated tensors: no autograd, no
     elementwise work, no data movement;
 (b) ops alone (CPU): every aten op the epoch calls (recorded during the warm-up epoch with a
@@ -81,6 +81,7 @@ def gemm_plan(cfg, n_train: int, n_val: int, probe: int) -> list[tuple[int, list
         gemms += [("fwd", probe, i, o) for i, o in full]  # the probe: the whole net
         gemms += [("dw", probe, i, o) for i, o in full]
         gemms += [("dx", probe, i, o) for j, (i, o) in enumerate(full) if j > 0]
+        gemms += [("fwd", probe, i, o) for i, o in full]  # its loss after the would-be step
         epochs = cfg.epochs_per_stage if cfg.layerwise else cfg.epochs
         plan.append((epochs, gemms))
     return plan

@@ -196,12 +196,36 @@ def test_probing_the_update_leaves_the_optimizer_alone(tiny):
     assert all(torch.equal(w, p) for w, p in zip(weights, r.params))
 
 
+def test_exploding_reads_the_layers_and_the_optimizer_it_can_judge():
+    big = {"grad_rms": [1.0] * 4, "update_ratio": [1e-3, 0.2, 1e-3, 1e-3],
+           "saturated": [0.0] * 3, "dead": [0.0] * 3, "preact_rms": [0.5] * 3}
+    assert diagnose.diagnose(big).verdict == "exploding"  # no more evidence: as before
+    # a norm follows layer 2 (the loss ignores its scale): its large step only turns it
+    free = {**big, "grad_cos": [0.1, diagnose.SCALE_FREE / 2, 0.1, 0.1]}
+    assert diagnose.diagnose(free).verdict == "healthy"
+    assert diagnose.diagnose({**free, "grad_cos": [0.1] * 4}).layer == 2
+    # Adam's first step is its learning rate: large, but the loss falls -> not exploding
+    adam = {**big, "step_gain": 1.0, "loss": 2.3, "loss_after_step": 2.1}
+    assert diagnose.diagnose(adam).verdict == "healthy"
+    assert diagnose.diagnose({**adam, "loss_after_step": 2.4}).verdict == "exploding"
+    assert diagnose.diagnose({**adam, "loss_after_step": math.nan}).verdict == "exploding"
+    # SGD's step grows with the gradient: a large one is exploding even if the loss falls
+    sgd = {**adam, "step_gain": 2.0}
+    v = diagnose.diagnose(sgd)
+    assert v.verdict == "exploding" and "from 2.3 to 2.1" in v.why
+
+
 def test_diagnose_on_hand_made_points():
     base = {"grad_rms": [1e-6, 1e-4, 1e-2, 1.0], "update_ratio": [1e-9, 1e-7, 1e-5, 1e-3],
             "saturated": [0.0, 0.0, 0.0], "dead": [0.0, 0.0, 0.0],
             "preact_rms": [0.5, 0.5, 0.5]}
     assert diagnose.diagnose(base).verdict == "vanishing"
-    assert diagnose.diagnose({**base, "dead": [0.0, 0.6, 0.0]}).layer == 2
+    # dead units are the cause where they explain the loss of gradient, not where it vanishes
+    # by far more than they take (a layer with 60% dead passes sqrt(0.4) of the norm)
+    assert diagnose.diagnose({**base, "dead": [0.0, 0.6, 0.0]}).verdict == "vanishing"
+    assert diagnose.diagnose({**base, "dead": [0.0, 1.0, 0.0]}).layer == 2
+    flowing = {**base, "grad_rms": [1.0] * 4, "update_ratio": [1e-3] * 4}
+    assert diagnose.diagnose({**flowing, "dead": [0.0, 0.6, 0.0]}).verdict == "dead units"
     assert diagnose.diagnose({**base, "saturated": [0.4, 0.6, 0.7]}).layer == 2
     assert diagnose.diagnose({**base, "saturated": [0.0, 0.0, 0.9]}).verdict == "vanishing"
     # a smooth activation's exact zeros are saturation, not dead units

@@ -110,7 +110,7 @@ def test_per_example_rms_equals_explicit_per_example_gradients():
     torch.manual_seed(0)
     net = build(Config(n_layer=3, width=16)).double()
     x, y = torch.rand(8, 784, dtype=torch.float64), torch.randint(0, 10, (8,))
-    _, rms, _ = layer_gradients(net, x, y)
+    rms = layer_gradients(net, x, y).rms
     per_example = []
     for i in range(8):
         loss = torch.nn.functional.cross_entropy(net(x[i:i + 1]), y[i:i + 1])

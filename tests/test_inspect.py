@@ -1,5 +1,7 @@
 """Any model: vgbench.inspect, vgbench.assert_gradient_flow and the vg_inspect fixture."""
 
+import math
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -9,7 +11,7 @@ from torch import nn
 import vgbench
 from tests.test_plugin import not_an_xdist_worker  # noqa: F401 - autouse
 from vgbench import model as M
-from vgbench import registry
+from vgbench import diagnose, registry
 from vgbench.diagnostics import Probe, Updater
 from vgbench.inspection import InspectError
 
@@ -38,10 +40,12 @@ def test_a_deep_sigmoid_cnn_is_vanishing_and_relu_bn_is_healthy():
     good = vgbench.inspect(cnn(nn.ReLU, True), x, y)
     assert good.verdict["verdict"] == "healthy", good.table()
     names = [r["name"] for r in good.layers]
-    assert names[:3] == ["0.weight", "1.weight", "3.weight"] and names[-1] == "26.weight"
-    assert [r["in_verdict"] for r in good.layers[:2]] == [True, False]  # BatchNorm: reported
+    assert names[:5] == ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight"]
+    assert names[-2:] == ["26.weight", "26.bias"]
+    assert [r["role"] for r in good.layers[:3]] == ["weight", "vector", "norm"]
+    assert [r["in_verdict"] for r in good.layers[:3]] == [True, False, False]  # reported
     assert len(good.activations) == 8 and good.activations[0]["module"] == "ReLU"
-    assert all(r["grad_rms"] > 0 for r in good.layers if r["module"] in ("Conv2d", "Linear"))
+    assert all(r["grad_rms"] > 0 for r in good.layers if r["role"] == "weight")
     assert all(r["grad_rms"] is None for r in good.layers if r["module"] == "BatchNorm2d")
     assert "batch-mean gradient norms" not in " ".join(good.notes)  # convs are exact too
 
@@ -73,13 +77,16 @@ def test_the_suites_mlp_is_one_case_of_the_same_probe(real_data):
     report = vgbench.inspect(mlp, x, y, optimizer=opt)
     probe = Probe(mlp, x, y)
     probe.measure(mlp, 0, Updater(opt))
-    assert [r["grad_norm"] for r in report.layers] == probe.points["grad_norm"][0]
-    assert [r["grad_rms"] for r in report.layers] == probe.points["grad_rms"][0]
-    assert [r["update_ratio"] for r in report.layers] == probe.points["update_ratio"][0]
+    weights = [r for r in report.layers if r["role"] == "weight"]
+    assert [r["name"] for r in report.layers if r["role"] == "vector"] == [
+        f"{r['name'][:-len('weight')]}bias" for r in weights]  # reported, not in the verdict
+    assert [r["grad_norm"] for r in weights] == probe.points["grad_norm"][0]
+    assert [r["grad_rms"] for r in weights] == probe.points["grad_rms"][0]
+    assert [r["update_ratio"] for r in weights] == probe.points["update_ratio"][0]
     assert [a["saturated"] for a in report.activations] == probe.points["saturated"][0]
     assert report.verdict["verdict"] == "vanishing"  # the baseline, as the suite says
-    assert [r["name"] for r in report.layers] == [f"hidden.{i}.linear.weight"
-                                                  for i in range(7)] + ["out.weight"]
+    assert [r["name"] for r in weights] == [f"hidden.{i}.linear.weight"
+                                            for i in range(7)] + ["out.weight"]
 
 
 def test_inspect_leaves_the_model_as_it_was():
@@ -114,7 +121,8 @@ def test_odd_models_get_an_honest_report_or_a_clear_error():
     with pytest.raises(InspectError, match=r"returned a dict, not a tensor of logits: pass loss="):
         vgbench.inspect(m, x, y)
     r = vgbench.inspect(m, x, y, loss=lambda out, t: nn.functional.cross_entropy(out["logits"], t))
-    assert [layer["name"] for layer in r.layers] == ["body.weight", "head.weight"]
+    assert [layer["name"] for layer in r.layers] == ["body.weight", "body.bias",
+                                                     "head.weight", "head.bias"]
     assert "unused (never called in forward: no gradient)" in r.skipped
     assert "frozen.weight (frozen: requires_grad is False)" in r.skipped
     with pytest.raises(InspectError, match=r"returned \(32,\), not a scalar"):
@@ -193,6 +201,8 @@ def test_the_fixture_in_a_plain_project(pytester, xdist):
     out = res.stdout.str()
     assert "gradient flow: verdict vanishing from 1.weight" in out
     assert "vgbench summary" not in out and not (pytester.path / "vg-out").exists()
+    assert "inspection.py" not in out and "plugin.py" not in out  # the message, not our frames
+    assert not (pytester.path / ".benchmarks").exists()  # pytest-benchmark's empty folder
 
 
 FACTORY = '''
@@ -206,6 +216,63 @@ def sigmoid_cnn():
         c = 16
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
 '''
+
+
+ODD_FACTORIES = '''
+import torch
+from torch import nn
+from helper import WIDTH  # a sibling module of the factory's file
+
+
+def needs_width(width):
+    return nn.Linear(width, 10)
+
+
+def raises():
+    raise RuntimeError("no such layer")
+
+
+def not_a_module():
+    return {"model": nn.Linear(4, 2)}
+
+
+def tokens():
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Embedding(50, WIDTH), nn.Linear(WIDTH, 10)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.emb(x)).mean(1))
+    return Bag()
+'''
+
+
+def test_the_command_line_says_what_is_wrong(tmp_path, capsys):
+    from vgbench.cli import main
+
+    (tmp_path / "helper.py").write_text("WIDTH = 16\n")
+    (tmp_path / "odd.py").write_text(ODD_FACTORIES)
+    odd = tmp_path / "odd.py"
+    with pytest.raises(SystemExit, match=r"needs_width\(\) cannot be called without arguments"):
+        main(["inspect", f"{odd}:needs_width", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"raises\(\) in .*odd.py, line 12 raised "
+                                         r"RuntimeError: no such layer"):
+        main(["inspect", f"{odd}:raises", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"not_a_module\(\) returned dict, not an nn.Module"):
+        main(["inspect", f"{odd}:not_a_module", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"--input-shape '1,28,x' is not a shape.*1,28,28"):
+        main(["inspect", f"{odd}:tokens", "--input-shape", "1,28,x"])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="--out .*a-file is a file, not a folder"):
+        main(["inspect", f"{odd}:tokens", "--out", str(blocker)])
+    capsys.readouterr()
+    assert main(["inspect", f"{odd}:tokens", "--input-dtype", "long", "--vocab", "50",
+                 "--input-shape", "12", "--out", str(tmp_path / "tok")]) == 0
+    out = capsys.readouterr().out
+    assert "random token sequences of shape (12,), vocabulary 50" in out
+    assert (tmp_path / "tok" / "inspect.json").exists()
 
 
 def test_the_command_line(tmp_path, capsys):
@@ -260,8 +327,9 @@ def test_time_is_depth_for_recurrent_nets(kind, tmp_path):
 
 
 def test_in_place_activations_are_measured_on_their_inputs():
-    """torchvision's ResNets use ReLU(inplace=True): slopes on the input, not the output;
-    a Linear whose output is changed in place gets no per-example norm (it would be wrong)."""
+    """torchvision's ResNets and VGGs use ReLU(inplace=True): slopes on the input, not the
+    output; a Linear or conv whose output an in-place activation overwrites gets its exact
+    per-example norms all the same (back through the activation's slope)."""
     torch.manual_seed(0)
     x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
 
@@ -271,8 +339,19 @@ def test_in_place_activations_are_measured_on_their_inputs():
     a, b = vgbench.inspect(net(True), x, y), vgbench.inspect(net(False), x, y)
     assert a.activations[0]["preact_rms"] == b.activations[0]["preact_rms"]
     assert a.activations[0]["saturated"] == b.activations[0]["saturated"]
-    assert a.layers[0]["grad_rms"] is None and b.layers[0]["grad_rms"] is not None
+    assert a.layers[0]["grad_rms"] == pytest.approx(b.layers[0]["grad_rms"], rel=1e-6)
     assert a.layers[0]["grad_norm"] == pytest.approx(b.layers[0]["grad_norm"])
+
+    def vgg(inplace):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=inplace),
+                             nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=inplace),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    xi = torch.randn(16, 3, 8, 8)
+    a, b = vgbench.inspect(vgg(True), xi, y[:16]), vgbench.inspect(vgg(False), xi, y[:16])
+    assert [r["grad_rms"] for r in a.layers if r["role"] == "weight"] == pytest.approx(
+        [r["grad_rms"] for r in b.layers if r["role"] == "weight"], rel=1e-5)
+    assert all(r["grad_rms"] is not None for r in a.layers if r["role"] == "weight")
 
 
 CONVS = {
@@ -301,3 +380,92 @@ def test_conv_per_example_norms_are_exact(conv):
     alone = [torch.autograd.grad((conv(x[i:i + 1]) * g[i:i + 1]).sum(), conv.weight)[0].norm()
              for i in range(5)]
     torch.testing.assert_close(conv_example_norms(conv, x, g), torch.stack(alone))
+
+
+class Gated(nn.Module):
+    """A residual stack with a ReZero gate (zero at init), an unused bare parameter and a
+    functional ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(8, 16)
+        self.block = nn.Linear(16, 16)
+        self.alpha = nn.Parameter(torch.zeros(1))
+        self.extra = nn.Parameter(torch.ones(3))  # never used
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x))
+        return self.out(h + self.alpha * nn.functional.relu(self.block(h)))
+
+
+def test_roles_not_names_decide_what_the_verdict_reads():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no std() degrees-of-freedom warning for alpha
+        r = vgbench.inspect(Gated(), x, y)
+    roles = {l["name"]: l["role"] for l in r.layers}
+    assert roles["alpha"] == "vector" and roles["inp.bias"] == "vector"  # root: bare names
+    assert [l["name"] for l in r.layers if l["in_verdict"]] == ["inp.weight", "block.weight",
+                                                                "out.weight"]
+    assert "extra (no gradient: the forward does not use it)" in r.skipped
+    assert r.verdict["verdict"] == "healthy", r.table()
+    # the functional ReLUs are measured like modules, named by the module that called them
+    assert [a["name"] for a in r.activations] == ["Gated:ReLU", "Gated:ReLU"]
+    assert all(math.isfinite(l["update_ratio"]) for l in r.layers if l["update_ratio"])
+
+
+def test_a_transformer_encoder_is_read_by_role():
+    """in_proj_bias (zero at init) is a vector, not a weight with an infinite ratio;
+    out_proj, used functionally by MultiheadAttention, is measured, not skipped; the
+    layer's F.relu is measured."""
+    torch.manual_seed(0)
+    for norm_first in (False, True):
+        enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(
+            16, 2, 32, dropout=0.1, batch_first=True, norm_first=norm_first), 3,
+            enable_nested_tensor=False)
+        net = nn.Sequential(enc, nn.Flatten(), nn.Linear(16 * 5, 4))
+        x, y = torch.randn(16, 5, 16), torch.randint(0, 4, (16,))
+        r = vgbench.inspect(net, x, y)
+        roles = {l["name"]: l["role"] for l in r.layers}
+        assert roles["0.layers.0.self_attn.in_proj_bias"] == "vector"
+        assert roles["0.layers.0.self_attn.in_proj_weight"] == "weight"
+        assert roles["0.layers.0.self_attn.out_proj.weight"] == "weight"
+        assert not any("out_proj" in s for s in r.skipped)
+        assert len(r.activations) == 3 and r.activations[0]["module"] == "ReLU"
+        assert r.verdict["verdict"] == "healthy", r.table()
+
+
+def test_torchvision_resnet18_at_sgd_is_not_an_alarm():
+    """The reported false alarm (batch 16 at 3x64x64, SGD lr 0.01): conv1 moves by 0.08 of
+    its norm in the first step, but BatchNorm follows it: the loss hardly depends on its
+    scale (grad_cos), so the step only turns it."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10)
+    x, y = torch.randn(16, 3, 64, 64), torch.randint(0, 10, (16,))
+    r = vgbench.inspect(net, x, y, optimizer=torch.optim.SGD(net.parameters(), lr=0.01))
+    conv1 = next(l for l in r.layers if l["name"] == "conv1.weight")
+    assert conv1["update_ratio"] > diagnose.EXPLODE_UPDATE > 0
+    assert conv1["grad_cos"] < diagnose.SCALE_FREE
+    assert r.verdict["verdict"] == "healthy", r.table()
+    # the same step at 100 times the rate raises the loss: exploding
+    r = vgbench.inspect(net, x, y, optimizer=torch.optim.SGD(net.parameters(), lr=1.0))
+    assert r.verdict["verdict"] == "exploding", r.table()
+
+
+def test_a_plain_relu_cnn_whose_gradient_vanishes_is_vanishing_not_dead():
+    """12 plain convolutions with PyTorch's default init: the gradient shrinks by far more
+    than its dead units take."""
+    torch.manual_seed(0)
+    layers, c = [], 3
+    for _ in range(12):
+        layers += [nn.Conv2d(c, 16, 3, padding=1), nn.ReLU()]
+        c = 16
+    net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    x, y = torch.randn(32, 3, 16, 16), torch.randint(0, 10, (32,))
+    r = vgbench.inspect(net, x, y)
+    assert max(a["dead"] for a in r.activations) >= diagnose.DEAD_SHARE  # dead units too
+    assert r.verdict["verdict"] == "vanishing", r.table()

@@ -4,7 +4,9 @@ console script)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,6 +102,25 @@ def _plot(args) -> int:
     return 0
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise SystemExit(f"vgbench inspect: --input-shape {text!r} is not a shape: give one "
+                         "input's sizes, comma-separated, e.g. 1,28,28 (or 784, or 100 for "
+                         "100 tokens)")
+    return shape
+
+
+def _raised(path: Path, factory: str, exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if Path(f.filename).resolve() == path.resolve()]
+    line = f", line {frames[-1].lineno}" if frames else ""
+    return f"vgbench inspect: {factory}() in {path}{line} raised {type(exc).__name__}: {exc}"
+
+
 def _inspect(args) -> int:
     import torch
 
@@ -113,17 +134,44 @@ def _inspect(args) -> int:
     path = Path(file)
     if not path.is_file():
         raise SystemExit(f"vgbench inspect: no such file {path}")
+    shape = _shape(args.input_shape)
+    out = Path(args.out)
+    try:
+        files.check_writable(out, "--out")  # before any work
+    except ValueError as exc:
+        raise SystemExit(f"vgbench inspect: {exc}") from None
+    sys.path.insert(0, str(path.resolve().parent))  # the factory's sibling modules import
     make = getattr(import_file(path), factory, None)
     if not callable(make):
         raise SystemExit(f"vgbench inspect: {path} defines no function {factory!r}")
-    model = make()
+    try:
+        model = make()
+    except TypeError as exc:
+        if len(traceback.extract_tb(exc.__traceback__)) <= 1:  # the call itself: arguments
+            raise SystemExit(f"vgbench inspect: {factory}() cannot be called without "
+                             f"arguments ({exc}): give it defaults, or add a function that "
+                             "takes none and returns the model") from None
+        raise SystemExit(_raised(path, factory, exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the user's factory: named with its line
+        raise SystemExit(_raised(path, factory, exc)) from None
+    if not isinstance(model, torch.nn.Module):
+        raise SystemExit(f"vgbench inspect: {factory}() returned {type(model).__name__}, "
+                         "not an nn.Module: return the model itself")
     torch.manual_seed(args.seed)
-    shape = tuple(int(d) for d in args.input_shape.split(","))
-    if args.data == "fashion-mnist":
+    if args.input_dtype == "long":
+        x = torch.randint(0, args.vocab, (args.batch, *shape))
+        y = torch.randint(0, args.classes, (args.batch,))
+        where = (f"{args.batch} random token sequences of shape {shape}, vocabulary "
+                 f"{args.vocab}, {args.classes} classes")
+    elif args.data == "fashion-mnist":
         ds = data.load_cached(args.data_dir, device="cpu")
         s = data.split(ds, args.seed, limit=max(args.batch, 512))
         x, y = s.train_x[:args.batch], s.train_y[:args.batch]
-        x = x.reshape(len(x), *shape) if args.input_shape != "784" else x
+        if math.prod(shape) != x.shape[1]:
+            raise SystemExit(f"vgbench inspect: --input-shape {args.input_shape} holds "
+                             f"{math.prod(shape)} values, a Fashion-MNIST image 784: use "
+                             "784 or 1,28,28")
+        x = x.reshape(len(x), *shape)
         where = f"{args.batch} Fashion-MNIST training images"
     else:
         x = torch.randn(args.batch, *shape)
@@ -141,7 +189,6 @@ def _inspect(args) -> int:
                          "--input-shape, e.g. 1,28,28 for images)") from exc
     print(f"{args.target} on {where}, device {device}\n")
     print(report)
-    out = Path(args.out)
     report.to_json(out / "inspect.json")
     fig = report.figure(out / "inspect.png")
     print(f"\nwrote {out / 'inspect.json'}, {fig}")
@@ -216,6 +263,11 @@ def parser() -> argparse.ArgumentParser:
                      help="batch size (default 64)")
     ins.add_argument("--classes", type=option_type(int, lo=2), default=10,
                      help="classes of the random targets (default 10)")
+    ins.add_argument("--input-dtype", choices=["float", "long"], default="float",
+                     help="float inputs (default) or integer tokens in [0, --vocab) for a "
+                          "model that starts with an Embedding")
+    ins.add_argument("--vocab", type=option_type(int, lo=2), default=100,
+                     help="with --input-dtype long: the token range (default 100)")
     ins.add_argument("--lr", type=option_type(float, lo=0, lo_open=True), default=None,
                      help="SGD learning rate for the update ratios (default 0.01)")
     ins.add_argument("--seed", type=int, default=0, help="seed of the random batch")

@@ -42,6 +42,22 @@ EXPLODE_UPDATE = 0.05
 such steps would double the layer. Measured at init (seed 42, depths 3-30): at most 0.02 in
 every run that trains (Adam lr 1e-3 on small weights; SGD runs below 3e-3); 0.098 for
 tanh at lr 1.0 (explode_tanh: finite, never learns), 4..8 for gradnorm_pre."""
+SCALE_FREE = 1e-3
+"""exploding ignores a layer whose weight is this close to orthogonal to its gradient or
+closer (|cos|, diagnostics.grad_cos): the loss hardly depends on that weight's scale (a batch
+or layer norm follows it), so a large step mostly turns it, and its norm grows with each
+step, which shrinks the next (the self-tuning step of normalized layers, Arora et al. 2019).
+Set at init on torchvision's resnet18, vgg11_bn, mobilenet_v3_small and timm's convnext_atto
+(seed 0, SGD and AdamW; random 64x64 batches and the zoo's Fashion-MNIST 32x32 batch): the
+layers with an update ratio above EXPLODE_UPDATE that a norm follows (stems, a VGG's first
+convolution) are at 2e-8..1.6e-5 (ResNet-18's conv1 on real images, where BatchNorm's eps
+makes the loss depend on its scale that little: scaling the weight by 1.01 gave the same
+1.6e-5), a factor 60 below; the heads (no norm after them) at 1e-2..6.5e-2, 10 above."""
+ADAPTIVE_GAIN = 1.5
+"""An optimizer whose step grows by less than this when the gradient doubles
+(diagnostics.step_gain: SGD 2, Adam's first step about 1) sets its step by its learning rate,
+not by the gradient: there a large update ratio is exploding only if the step raises the
+probe batch's loss."""
 DEAD_SHARE = 0.5
 """dead units: a hidden layer of rectifiers with at least this share of its units dead
 (SageMaker Debugger's DeadRelu threshold_layer of 50%). ReLU nets with zero biases have up
@@ -176,7 +192,9 @@ def diagnose(point: dict, theory: dict | None = None, moment: str = "",
     ev["update_min"], ev["update_max"] = min(upd), max(upd)
     rect = point.get("rectifier") or [True] * len(dead)
     dead_layers = [i for i, (v, r) in enumerate(zip(dead, rect)) if r and v >= DEAD_SHARE]
-    if dead_layers:
+    g = gain_per_layer(rms)
+    spread = upd[0] / upd[-1] if upd[-1] > 0 else math.nan
+    if dead_layers and not _vanishing_beyond_dead(rms, spread, g, dead, rect):
         i = dead_layers[0]
         return verdict("dead units", i + 1,
                        f"{dead[i]:.0%} of layer {i + 1}'s units pass no gradient for any "
@@ -189,12 +207,20 @@ def diagnose(point: dict, theory: dict | None = None, moment: str = "",
                        f"tail ({sat[i]:.0%} in layer {i + 1})",
                        saturated_mean=sum(sat) / len(sat), saturated_layer=sat[i])
     top = max(range(len(upd)), key=lambda i: upd[i])
-    if upd[top] > EXPLODE_UPDATE:
-        return verdict("exploding", top + 1,
-                       f"one step would move layer {top + 1} by {_g(upd[top])} of its norm",
-                       ratio_rms=rms[0] / rms[-1] if rms[-1] else None)
-    g = gain_per_layer(rms)
-    spread = upd[0] / upd[-1] if upd[-1] > 0 else math.nan
+    cos = point.get("grad_cos") or [1.0] * len(upd)
+    sensitive = [i for i in range(len(upd)) if not cos[i] < SCALE_FREE]
+    loss, after = point.get("loss"), point.get("loss_after_step")
+    adaptive = (point.get("step_gain") or 2.0) < ADAPTIVE_GAIN
+    lowered = loss is not None and after is not None and after < loss  # NaN: it rose
+    big = max(sensitive, key=lambda i: upd[i]) if sensitive else None
+    if big is not None and upd[big] > EXPLODE_UPDATE and not (adaptive and lowered):
+        rose = "" if loss is None or after is None else (
+            f"; the step takes the batch's loss from {_g(loss)} to {_g(after)}")
+        return verdict("exploding", big + 1,
+                       f"one step would move layer {big + 1} by {_g(upd[big])} of its "
+                       f"norm{rose}",
+                       ratio_rms=rms[0] / rms[-1] if rms[-1] else None,
+                       loss=loss, loss_after_step=after)
     if (spread < VANISH_SPREAD or upd[-1] == 0) and g < VANISH_GAIN:
         per = gains(rms)
         start = next((i for i in range(len(per) - 1, -1, -1) if per[i] >= VANISH_GAIN), None)
@@ -221,6 +247,20 @@ def diagnose(point: dict, theory: dict | None = None, moment: str = "",
     return verdict("healthy", None,
                    f"gain {_g(g)} per layer, updates {_g(min(upd))}..{_g(upd[top])} per step",
                    gain_per_layer=g, update_spread=spread)
+
+
+def _vanishing_beyond_dead(rms, spread, g, dead, rect) -> bool:
+    """Whether the gradient vanishes by more than the dead units explain: the vanishing rule
+    holds, and the first layer's gradient, relative to the last, is below VANISH_SPREAD even
+    after dividing out what the dead units take (a layer with a share d of its units dead
+    passes at most sqrt(1 - d) of the gradient's norm). A ReLU net whose units all died
+    (biases -1) is dead units; a plain ReLU CNN whose small init shrinks every layer, with a
+    third of its units dead as a consequence, is vanishing."""
+    if not ((spread < VANISH_SPREAD or math.isnan(spread)) and g < VANISH_GAIN):
+        return False
+    passed = math.prod(math.sqrt(max(0.0, 1 - d)) for d, r in zip(dead, rect) if r)
+    ratio = rms[0] / rms[-1] if rms[-1] else math.nan
+    return passed > 0 and ratio / passed < VANISH_SPREAD
 
 
 def point(diagnostics: dict, index: int) -> dict:

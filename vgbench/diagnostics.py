@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 SMALL_W = 1e-3
 """|w| below this counts as 'near zero' in w_small_frac."""
@@ -39,7 +41,7 @@ examples (SageMaker Debugger's threshold_inactivity of 1%)."""
 
 LAYER_METRICS = ("grad_norm", "grad_rms", "weight_change", "w_abs_mean", "w_std",
                  "w_small_frac", "update_ratio", "grad_abs_mean", "grad_zero_frac",
-                 "grad_spread")
+                 "grad_spread", "grad_cos")
 """Per-Linear-layer metrics (input layer first, output layer last). grad_norm: the norm
 of the batch-mean weight gradient (what the optimizer sees); grad_rms: the RMS over the
 probe's examples of each example's own weight-gradient norm (what mean field predicts);
@@ -47,7 +49,9 @@ update_ratio: ||dW|| / ||W|| of the step the run's optimizer (its state, learnin
 clipping) would take on the probe batch's gradient (0 for a layer it does not train);
 grad_abs_mean, grad_zero_frac and grad_spread: the batch-mean weight gradient's mean |g|,
 its share of exact zeros, and its 95th minus 5th percentile (the quantities peer tools'
-rules read, see benchmarks/peers.py)."""
+rules read, see benchmarks/peers.py); grad_cos, |cos| of the angle between the weight and
+its batch-mean gradient: 0 (to rounding) where the loss does not change with the weight's
+scale, as when a normalization follows it."""
 HIDDEN_METRICS = ("saturated", "dead", "preact_rms", "inactive")
 """Per-hidden-layer metrics, from each activation's input h on the probe batch and its slope
 phi'(h) taken by autograd through the activation module itself (float64): saturated, the
@@ -57,6 +61,13 @@ dead, the fraction of units whose slope is exactly 0 for every example of the ba
 preact_rms, sqrt(mean h^2), the pre-activation scale (sqrt(q) in mean-field terms);
 inactive, the fraction of units whose slope is below INACTIVE_SLOPE on at least
 INACTIVE_SHARE of the examples."""
+
+
+STEP_METRICS = ("loss", "loss_after_step", "step_gain")
+"""Per probe point: the probe batch's loss; its loss once the step the run's optimizer would
+take on that batch's gradient is taken (a step that raises it overshoots); and step_gain,
+how much longer that step gets when the gradient is doubled (2 for SGD, with or without
+momentum; about 1 for Adam's first step, which normalizes the gradient away)."""
 
 
 def slope_profile(act: nn.Module) -> tuple[float, bool]:
@@ -115,48 +126,166 @@ def as_it_was(model: nn.Module, train: bool = True):
         model.train(was)
 
 
+ACTIVATIONS = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU,
+               nn.Softplus, nn.Mish, nn.Hardtanh, nn.ReLU6, nn.CELU, nn.Hardsigmoid,
+               nn.Hardswish, nn.Softsign, nn.PReLU)
+"""Elementwise activation modules whose inputs are measured (saturated, dead fractions)."""
+
+FUNCTIONAL = {
+    "relu": (nn.ReLU, ()), "sigmoid": (nn.Sigmoid, ()), "tanh": (nn.Tanh, ()),
+    "gelu": (nn.GELU, ("approximate",)), "silu": (nn.SiLU, ()), "mish": (nn.Mish, ()),
+    "leaky_relu": (nn.LeakyReLU, ("negative_slope",)), "elu": (nn.ELU, ("alpha",)),
+    "selu": (nn.SELU, ()), "celu": (nn.CELU, ("alpha",)), "relu6": (nn.ReLU6, ()),
+    "softplus": (nn.Softplus, ("beta", "threshold")), "softsign": (nn.Softsign, ()),
+    "hardtanh": (nn.Hardtanh, ("min_val", "max_val")), "hardswish": (nn.Hardswish, ()),
+    "hardsigmoid": (nn.Hardsigmoid, ()),
+}
+"""Elementwise activations called as functions (F.relu, torch.sigmoid, x.tanh(), their in-place
+forms with a trailing '_'): name -> (the module that computes the same, the names of the
+arguments after the input that it takes). Measured like the modules, through that module."""
+MATRIX_OPS = frozenset({"linear", "bilinear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                        "conv_transpose2d", "conv_transpose3d", "matmul", "mm", "bmm", "einsum",
+                        "addmm", "baddbmm", "__matmul__", "__rmatmul__",
+                        "multi_head_attention_forward"})
+"""Operations whose parameter operands are matrices or filters the signal passes through (a
+weight by role, whatever its name)."""
+LOOKUPS = frozenset({"embedding", "embedding_bag"})
+"""Operations whose parameter is a table of rows looked up, not a layer."""
+
+
+class ForwardCalls(TorchFunctionMode):
+    """Sees every torch function of a forward pass: calls on_activation(module, input,
+    inplace) for each elementwise activation called as a function on a tensor in the autograd
+    graph (not inside an activation module, whose own call is measured; see
+    ActivationInputs), and adds to .matrices and .lookups the ids of the parameters passed
+    to a MATRIX_OPS or LOOKUPS operation."""
+
+    def __init__(self, on_activation=None):
+        super().__init__()
+        self.on_activation = on_activation
+        self.inside = 0  # > 0 while an activation module's forward runs
+        self.matrices: set[int] = set()
+        self.lookups: set[int] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in MATRIX_OPS or name in LOOKUPS:
+            found = self.matrices if name in MATRIX_OPS else self.lookups
+            for a in [*args, *kwargs.values()]:
+                for t in (a if isinstance(a, (list, tuple)) else [a]):
+                    if isinstance(t, nn.Parameter):
+                        found.add(id(t))
+        base = name.removesuffix("_")
+        if (self.on_activation is not None and not self.inside and base in FUNCTIONAL and args
+                and torch.is_tensor(args[0]) and args[0].is_floating_point()
+                and args[0].requires_grad):
+            cls, names = FUNCTIONAL[base]
+            given = dict(zip(names, args[1:]))
+            given.update({k: v for k, v in kwargs.items() if k in names})
+            inplace = name.endswith("_") or bool(kwargs.get("inplace")) or (
+                len(args) > 1 + len(names) and args[1 + len(names)] is True)
+            self.on_activation(cls(**given), args[0], inplace)
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def activation_inputs(layout, record):
+    """For the block: record(module, input, inplace) for every activation call of a forward
+    pass, in call order: the activation modules layout.activations() names (by hooks) and,
+    where the layout has any (layout.functional), the functional ones (ForwardCalls)."""
+    modules = list(dict.fromkeys(layout.activations()))  # stand-ins of functional ones: never called
+    calls = ForwardCalls(record) if getattr(layout, "functional", False) else None
+
+    def enter(m, i):
+        record(m, i[0], getattr(m, "inplace", False))
+        if calls is not None:
+            calls.inside += 1
+
+    def leave(m, i, o):
+        if calls is not None:
+            calls.inside -= 1
+    with ExitStack() as stack:
+        for m in modules:
+            stack.callback(m.register_forward_pre_hook(enter).remove)
+            stack.callback(m.register_forward_hook(leave).remove)
+        if calls is not None:
+            stack.enter_context(calls)
+        yield
+
+
+@dataclass
+class Gradients:
+    """What one forward and backward of the probe batch gives (layer_gradients)."""
+
+    weights: list
+    """Each layout weight's batch-mean gradient (None: it got none, it is not used)."""
+    rms: list
+    """Each weight's per-example RMS gradient norm (None: not measured exactly)."""
+    extra: list
+    """The gradients of the extra tensors asked for (the optimizer's parameters)."""
+    loss: torch.Tensor
+    """The loss on the batch (detached)."""
+
+
 def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
-                    extra: list | None = None, layout=None, loss_fn=None):
-    """(weight gradients, per-example RMS gradient norms, extra's gradients) of every
-    weight layout.layers() names (default: the model's own, as model.MLP has) for the loss
-    loss_fn(output, y) (default: mean cross-entropy) on x (a tensor, or a tuple of the
-    model's inputs), in train mode as the model is. acts, when given, receives each
-    activation module's input (layout.activations()).
+                    extra: list | None = None, layout=None, loss_fn=None) -> Gradients:
+    """The weight gradients, per-example RMS gradient norms, extra's gradients and the loss
+    (a Gradients) of every weight layout.layers() names (default: the model's own, as
+    model.MLP has) for the loss loss_fn(output, y) (default: mean cross-entropy) on x (a
+    tensor, or a tuple of the model's inputs), in train mode as the model is. acts, when
+    given, receives each activation call's input (layout.activations(), in call order).
 
     Example i's own weight gradient in a Linear is the rank-one delta_i a_i^T
     (delta_i = dloss_i/doutput_i, a_i the input), so its norm is ||delta_i|| ||a_i||: no
     per-example gradient tensors are formed. That holds for a Linear called once on a
     (batch, features) input; a Conv1d/2d/3d called once has its exact norms from its
-    patches (conv_example_norms); for any other weight the RMS is None (not measured). (Under
-    BatchNorm and the batch-wide normalizations the examples are coupled; this is then each
-    example's term of the batch gradient, times the batch size.)"""
+    patches (conv_example_norms), also where an in-place activation then overwrites its
+    output (VGG's conv -> ReLU(inplace=True)): the gradient at the conv's output is then the
+    activation's output gradient times its slope. For any other weight the RMS is None (not
+    measured). (Under BatchNorm and the batch-wide normalizations the examples are coupled;
+    this is then each example's term of the batch gradient, times the batch size.)"""
     layers = (layout or model).layers()
     extra = extra or []
     seen: dict[nn.Module, list] = {}
+    outputs: dict[int, nn.Module] = {}  # id of a once-called conv/Linear output -> module
+    after: dict[nn.Module, tuple] = {}  # module -> (in-place activation, its input, version)
 
     def keep(module, inputs, output):  # with the output's version: in-place changes show
         seen.setdefault(module, []).append((inputs[0] if inputs else None, output,
                                             output._version))
+        outputs[id(output)] = module
+
+    def record(act, h, inplace):  # each call's input, before an in-place activation changes it
+        h_kept = h.detach().clone() if inplace else h
+        if acts is not None:
+            acts.append(h_kept)
+        m = outputs.get(id(h)) if inplace else None
+        if m is not None and seen[m][-1][1] is h and h._version == seen[m][-1][2]:
+            after[m] = (act, h_kept, h._version)
 
     exact = [isinstance(m, (nn.Linear, *CONVS)) and w is m.weight
              for _, m, w in layers]
-    hooks = [m.register_forward_hook(keep) for (_, m, _), ok in zip(layers, exact) if ok]
-    if acts is not None:  # each call's input, before an in-place activation changes it
-        hooks += [a.register_forward_pre_hook(
-            lambda m, i: acts.append(i[0].detach().clone() if getattr(m, "inplace", False)
-                                     else i[0]))
-            for a in dict.fromkeys((layout or model).activations())]
-    try:
+    with ExitStack() as stack:
+        for (_, m, _), ok in zip(layers, exact):
+            if ok:
+                stack.callback(m.register_forward_hook(keep).remove)
+        stack.enter_context(activation_inputs(layout or model, record))
         out = model(*x) if isinstance(x, tuple) else model(x)
-    finally:
-        for h in hooks:
-            h.remove()
     loss = F.cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
     n_batch = len(x[0] if isinstance(x, tuple) else x)
+
+    def changed_by(m):  # the one in-place activation that overwrote m's output, if that is all
+        out_m, version = seen[m][0][1], seen[m][0][2]
+        if out_m._version == version:
+            return None, True
+        act = after.get(m)
+        return act, act is not None and out_m._version == act[2] + 1
+
     exact = [ok and len(seen.get(m, ())) == 1 and torch.is_tensor(seen[m][0][0])
              and seen[m][0][0].dim() == (2 + len(m.kernel_size) if isinstance(m, CONVS)
                                          else 2)
-             and seen[m][0][1]._version == seen[m][0][2]
+             and changed_by(m)[1]
              for (_, m, _), ok in zip(layers, exact)]
     outs = [seen[m][0][1] for (_, m, _), ok in zip(layers, exact) if ok]
     n = len(layers)
@@ -172,13 +301,16 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
         if g is None:
             rms.append(a.new_zeros(()))
             continue
+        act = changed_by(m)[0]
+        if act is not None:  # g is at the activation's output: back through its slope
+            g = g * slopes(act[0], act[1]).to(g.dtype)
         # the loss is a mean over the batch: example i's own gradient is n times its term
         if isinstance(m, CONVS):
             per_example = conv_example_norms(m, a.detach(), g) * n_batch
         else:
             per_example = g.norm(dim=1) * a.norm(dim=1) * n_batch
         rms.append(per_example.square().mean().sqrt())
-    return weight_grads, rms, extra_grads
+    return Gradients(list(weight_grads), rms, list(extra_grads), loss.detach())
 
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -239,15 +371,15 @@ class Updater:
         return [p for g in self.opt.param_groups for p in g["params"]]
 
     @torch.no_grad()
-    def deltas(self, grads: list[torch.Tensor | None]) -> list[torch.Tensor]:
-        """The change of each of self.params for these gradients (None: no gradient), in
-        float64: the baseline's first layer moves by 1e-9 of its norm per step, below
-        float32's resolution (6e-8), so a float32 difference would be rounding."""
+    def deltas(self, grads: list[torch.Tensor | None], scale: float = 1.0) -> list[torch.Tensor]:
+        """The change of each of self.params for these gradients (None: no gradient) times
+        scale, in float64: the baseline's first layer moves by 1e-9 of its norm per step,
+        below float32's resolution (6e-8), so a float32 difference would be rounding."""
         twin = copy.deepcopy(self.opt)
         twins = [p for g in twin.param_groups for p in g["params"]]
         for t, g in zip(twins, grads):
             t.data = t.data.double()
-            t.grad = torch.zeros_like(t) if g is None else g.detach().double()
+            t.grad = torch.zeros_like(t) if g is None else g.detach().double() * scale
         for state in twin.state.values():  # Adam's moments, SGD's momentum
             for key, value in state.items():
                 if torch.is_tensor(value) and value.is_floating_point() and value.dim() > 0:
@@ -281,57 +413,72 @@ class Probe:
                             "rectifier": [rect for _, rect in self.shape]}
         """Per hidden activation: its largest slope and whether it is a rectifier (a zero
         slope by design: see slope_profile)."""
-        for key in LAYER_METRICS + HIDDEN_METRICS:
+        for key in LAYER_METRICS + HIDDEN_METRICS + STEP_METRICS:
             self.points[key] = []
+        self.unused: set[int] = set()
+        """Indices of the layout's weights that got no gradient at the last measure."""
 
     def measure(self, model, epoch: int, updater: Updater | None = None) -> None:
         """Record every metric for `epoch` (0 = at init), in train mode, leaving no trace.
-        updater: the run's optimizer, for update_ratio (None: recorded as null)."""
+        updater: the run's optimizer, for update_ratio and loss_after_step (None: recorded
+        as null)."""
         weights = [w for _, _, w in self.layout.layers()]
         trained = updater.params if updater is not None else []
         flags = [w.requires_grad for w in weights]  # layerwise freezes some layers
         acts: list[torch.Tensor] = []
-        with as_it_was(model, train=True), torch.enable_grad():
+        with as_it_was(model, train=True), torch.enable_grad(), same_draws(self.x):
             for w in weights:
                 w.requires_grad_(True)
             try:
-                grads, rms, extra = layer_gradients(model, self.x, self.y, acts, trained,
-                                                    self.layout, self.loss_fn)
+                g = layer_gradients(model, self.x, self.y, acts, trained, self.layout,
+                                    self.loss_fn)
             finally:
                 for w, flag in zip(weights, flags):
                     w.requires_grad_(flag)
+        grads, rms = g.weights, g.rms
+        self.unused = {i for i, grad in enumerate(grads) if grad is None}
+        if len(acts) != len(self.layout.activations()):
+            self.notes.add(f"{len(acts)} activation calls in the probe's forward, "
+                           f"{len(self.layout.activations())} when the layout was found: the "
+                           "activations are matched in call order as far as they go")
         with torch.no_grad():
             update = [math.nan] * len(weights)
+            after = gain = math.nan
             if updater is not None:
                 index = {id(p): i for i, p in enumerate(trained)}
                 try:
-                    deltas = updater.deltas(list(extra))
+                    deltas = updater.deltas(list(g.extra))
+                    doubled = updater.deltas(list(g.extra), scale=2.0)
                 except Exception as exc:  # noqa: BLE001 - a user optimizer we cannot twin
                     self.notes.add(f"update_ratio not measured: the optimizer could not be "
                                    f"copied ({type(exc).__name__}: {exc})")
                 else:
-                    update = [(deltas[index[id(w)]].norm() / w.double().norm()).item()
-                              if id(w) in index else 0.0 for w in weights]
+                    update = [_ratio(deltas[index[id(w)]], w) if id(w) in index else 0.0
+                              for w in weights]
+                    after = self.loss_after(model, trained, deltas)
+                    gain = _ratio(torch.stack([d.norm() for d in doubled]),
+                                  torch.stack([d.norm() for d in deltas]))
             rows = []
-            for w, g, r, w0, u in zip(weights, grads, rms, self.w0, update):
+            for w, g_w, r, w0, u in zip(weights, grads, rms, self.w0, update):
                 a = w.detach().abs()
-                g = torch.zeros_like(a) if g is None else g
+                g_w = torch.zeros_like(a) if g_w is None else g_w
                 r = a.new_tensor(math.nan) if r is None else r  # not measured
-                flat = g.flatten().float()
+                flat = g_w.flatten().float()
                 if flat.numel() > QUANTILE_MAX:  # torch.quantile's limit: an even sample
                     flat = flat[::math.ceil(flat.numel() / QUANTILE_MAX)]
-                spread = torch.quantile(flat, torch.tensor([0.05, 0.95], device=g.device))
+                spread = torch.quantile(flat, torch.tensor([0.05, 0.95], device=g_w.device))
                 rows.append(torch.stack([
-                    g.norm(),
+                    g_w.norm(),
                     r.detach(),
                     (w - w0).norm() / w0.norm(),
                     a.mean(),
-                    w.std(),
+                    w.std() if w.numel() > 1 else a.new_zeros(()),
                     (a < SMALL_W).float().mean(),
                     torch.as_tensor(u, dtype=a.dtype, device=a.device),
-                    g.abs().mean(),
-                    (g == 0).float().mean(),
+                    g_w.abs().mean(),
+                    (g_w == 0).float().mean(),
                     spread[1] - spread[0],
+                    _cos(g_w, w).to(a.dtype),
                 ]))
             layer = torch.stack(rows).T.tolist()  # (metric, layer); one host sync
             hidden = (torch.stack([activation_stats(act, h, *shape) for act, h, shape
@@ -339,8 +486,54 @@ class Probe:
                                   ).T.tolist()
                       if acts else [[] for _ in HIDDEN_METRICS])
         self.points["epoch"].append(epoch)
-        for key, values in zip(LAYER_METRICS + HIDDEN_METRICS, layer + hidden):
+        for key, values in zip(LAYER_METRICS + HIDDEN_METRICS + STEP_METRICS,
+                               layer + hidden + [g.loss.item(), after, gain]):
             self.points[key].append(values)
+
+    def loss_after(self, model, params: list, deltas: list) -> float:
+        """The probe batch's loss once the optimizer's step (deltas, float64) is taken, with
+        the same dropout draws as the measured forward; then every weight and norm statistic
+        is put back exactly (a copy of the stepped parameters is kept meanwhile)."""
+        moved = [(p, d) for p, d in zip(params, deltas) if bool(d.any())]
+        kept = [p.detach().clone() for p, _ in moved]
+        try:
+            with as_it_was(model, train=True), same_draws(self.x):
+                for p, d in moved:
+                    p.add_(d.to(p.dtype))
+                out = model(*self.x) if isinstance(self.x, tuple) else model(self.x)
+                loss = F.cross_entropy(out, self.y) if self.loss_fn is None else \
+                    self.loss_fn(out, self.y)
+                return float(loss)
+        finally:
+            for (p, _), k in zip(moved, kept):
+                p.copy_(k)
+
+
+def _cos(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """|cos| of the angle between g and w, in float64 (0 where either is all zeros)."""
+    g, w = g.detach().double().flatten(), w.detach().double().flatten()
+    norms = g.norm() * w.norm()
+    return (g @ w).abs() / norms if norms > 0 else norms
+
+
+def _ratio(delta: torch.Tensor, w: torch.Tensor) -> float:
+    """||delta|| / ||w||; NaN for a weight that is all zeros (a ratio to nothing)."""
+    norm = w.double().norm()
+    return (delta.norm() / norm).item() if norm > 0 else math.nan
+
+
+@contextmanager
+def same_draws(x):
+    """Every random draw in the block (dropout) from a fixed seed, the generators as before
+    afterwards: the probe's two forwards see the same dropout masks and take nothing from the
+    run's random streams."""
+    first = x[0] if isinstance(x, tuple) else x
+    devices = [first.device.index or 0] if first.is_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(0)  # not torch.manual_seed: other devices stay
+        for d in devices:
+            torch.cuda.default_generators[d].manual_seed(0)
+        yield
 
 
 def init_profile(model, x: torch.Tensor, y: torch.Tensor,
@@ -352,10 +545,10 @@ def init_profile(model, x: torch.Tensor, y: torch.Tensor,
     for p in twin.parameters():
         p.requires_grad_(True)
     with torch.enable_grad():
-        grads, rms, _ = layer_gradients(twin, x.to(dtype), y)
+        g = layer_gradients(twin, x.to(dtype), y)
     return {"dtype": str(dtype).removeprefix("torch."),
-            "grad_norm": [g.norm().item() for g in grads],
-            "grad_rms": [r.item() for r in rms]}
+            "grad_norm": [w.norm().item() for w in g.weights],
+            "grad_rms": [r.item() for r in g.rms]}
 
 
 def grad_ratio(grad_norms: list[float]) -> float:

@@ -31,19 +31,22 @@ from tabulate import tabulate
 from torch import nn
 
 from vgbench import diagnose, files
-from vgbench.diagnostics import Probe, Updater, as_it_was
+from vgbench.diagnostics import ACTIVATIONS, ForwardCalls, Probe, Updater, as_it_was
 
-ACTIVATIONS = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU,
-               nn.Softplus, nn.Mish, nn.Hardtanh, nn.ReLU6, nn.CELU, nn.Hardsigmoid,
-               nn.Hardswish, nn.Softsign, nn.PReLU)
-"""Elementwise activation modules whose inputs are measured (saturated, dead fractions)."""
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
          nn.modules.instancenorm._InstanceNorm)
-"""Their weights are reported but stay out of the verdict's layer chain (a scale, not a
+"""Their parameters are reported but stay out of the verdict's layer chain (a scale, not a
 layer the gradient passes through), as do embeddings (a lookup whose rows update sparsely)."""
 DEFAULT_LR = 0.01
 """Without optimizer= or lr=, update ratios are those of plain SGD at this rate (the
 protocol's)."""
+ROLES = ("weight", "norm", "embedding", "zero", "vector")
+"""What a parameter is, by what it does in the forward pass: weight, a matrix or filter the
+signal passes through (an operand of a linear map, a convolution, a matrix product or
+attention, or a recurrent module's matrix), the only role the verdict's layer chain reads;
+norm, the scale or shift of a normalization; embedding, a table looked up; zero, a weight
+that is all zeros at init (its update ratio has nothing to relate to); vector, anything else
+(biases, layer scales, residual gates, class tokens, position embeddings)."""
 
 
 class InspectError(ValueError):
@@ -52,18 +55,28 @@ class InspectError(ValueError):
 
 @dataclass
 class ModelLayout:
-    """What the probe measures in an arbitrary model: every weight of every module with
-    trainable parameters of its own, in the order the forward pass first calls the modules
-    (layers()), and the elementwise activation modules it calls (activations())."""
+    """What the probe measures in an arbitrary model: every trainable parameter, in the order
+    the forward pass first calls the module that owns it (layers(); a module that is only
+    used functionally, as MultiheadAttention's out_proj, goes with its nearest called
+    parent), each with its role (ROLES), and the elementwise activations it calls, modules
+    and functions alike (activations())."""
 
     entries: list
-    """(name, module, weight) in call order."""
+    """(name, module, parameter) in call order."""
     acts: list
     """[(name, module)], one per call, in call order (a module called twice is listed
-    twice)."""
+    twice; a functional activation by the module that called it, with a module that
+    computes the same)."""
+    roles: list[str] = field(default_factory=list)
+    """Per entry, its role (ROLES)."""
+    functional: bool = False
+    """Whether some activations are functional (the probe then watches the forward's
+    function calls)."""
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Parameters not measured, with why."""
+    called: set[str] = field(default_factory=set)
+    """The names of the modules the forward called."""
 
     def layers(self):
         return self.entries
@@ -72,68 +85,101 @@ class ModelLayout:
         return [m for _, m in self.acts]
 
     def chain(self) -> list[int]:
-        """Indices of the layers the verdict reads (not norms, not embeddings)."""
-        return [i for i, (_, m, _) in enumerate(self.entries)
-                if not isinstance(m, (*NORMS, nn.Embedding, nn.EmbeddingBag))]
+        """Indices of the layers the verdict reads: the weights by role."""
+        return [i for i, role in enumerate(self.roles) if role == "weight"]
 
     @classmethod
     @contextlib.contextmanager
     def recording(cls, model: nn.Module):
         """Hooks on model for the block: the layout of the forward passes run inside it is
         the yielded object's .layout once the block ends (inspect records its loss check's
-        forward, so finding the layers costs no pass of its own)."""
+        forward, so finding the layers costs no pass of its own). The forward must run with
+        gradients enabled (functional activations count where their input is in the graph)."""
         names = {m: n or type(model).__name__ for n, m in model.named_modules()}
-        order: dict[nn.Module, int] = {}
+        calls: dict[nn.Module, int] = {}
+        first: list[nn.Module] = []  # modules in the order of their first call
+        stack: list[nn.Module] = []  # the modules whose forward is running
+        acts: list[tuple[str, nn.Module]] = []
 
-        def seen(module, inputs, output):
-            order[module] = order.get(module, 0) + 1
-
-        owners = [m for m in model.modules()
-                  if any(p.requires_grad for p in m.parameters(recurse=False))]
-        acts = [m for m in model.modules() if isinstance(m, ACTIVATIONS)]
-        hooks = [m.register_forward_hook(seen) for m in owners + acts]
-        first: list[nn.Module] = []
-        act_calls: list[nn.Module] = []  # every call of an activation (a ReLU may be reused)
-
-        def called(module, inputs):
-            if module not in first:
+        def enter(module, inputs):
+            calls[module] = calls.get(module, 0) + 1
+            if calls[module] == 1:
                 first.append(module)
+            stack.append(module)
             if isinstance(module, ACTIVATIONS):
-                act_calls.append(module)
-        hooks += [m.register_forward_pre_hook(called) for m in owners + acts]
+                watch.inside += 1
+                acts.append((names[module], module))
+
+        def leave(module, inputs, output):
+            stack.pop()
+            if isinstance(module, ACTIVATIONS):
+                watch.inside -= 1
+
+        def functional(standin, h, inplace):
+            where = names[stack[-1]] if stack else type(model).__name__
+            acts.append((f"{where}:{type(standin).__name__}", standin))
+
+        watch = ForwardCalls(functional)
+        hooks = [h for m in model.modules()
+                 for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
         found = types.SimpleNamespace(layout=None)
         try:
-            yield found
+            with watch:
+                yield found
         finally:
             for h in hooks:
                 h.remove()
-        entries, skipped, notes = [], [], []
-        for m in first:
-            if m in acts and m not in owners:
-                continue
+        found.layout = cls._from_calls(model, names, first, calls, acts, watch)
+
+    @classmethod
+    def _from_calls(cls, model, names, first, calls, acts, watch) -> "ModelLayout":
+        order = {m: k for k, m in enumerate(first)}
+        parents = {}
+        for n, m in model.named_modules():
+            for child in m.children():
+                parents.setdefault(child, m)
+
+        def place(m):  # a module never called goes with its nearest called parent
+            while m not in order and m in parents:
+                m = parents[m]
+            return order.get(m)
+
+        owners = [m for m in model.modules() if list(m.parameters(recurse=False))]
+        placed = sorted((k, i, m) for i, m in enumerate(owners)
+                        if (k := place(m)) is not None)
+        entries, roles, skipped, notes = [], [], [], []
+        for _, _, m in placed:
             for pname, p in m.named_parameters(recurse=False):
-                if not p.requires_grad:
-                    continue
-                if pname.startswith("bias") or p.dim() < 1:
-                    continue
-                entries.append((f"{names[m]}.{pname}", m, p))
-            if order.get(m, 0) > 1:
-                notes.append(f"{names[m]} is called {order[m]} times per forward (shared "
+                if p.requires_grad:
+                    entries.append((pname if m is model else f"{names[m]}.{pname}", m, p))
+                    roles.append(_role(m, p, watch))
+            if calls.get(m, 0) > 1:
+                notes.append(f"{names[m]} is called {calls[m]} times per forward (shared "
                              "weights): its gradient is the sum, no per-example norm")
-        called_once = set(first)
         for n, p in model.named_parameters():
             if not p.requires_grad:
                 skipped.append(f"{n} (frozen: requires_grad is False)")
-        for m in owners:
-            if m not in called_once:
-                skipped.append(f"{names[m]} (never called in forward: no gradient)")
         count: dict[nn.Module, int] = {}
-        calls = []
-        for m in act_calls:
+        named = []
+        for name, m in acts:
             count[m] = count.get(m, 0) + 1
-            twice = order.get(m, 0) > 1
-            calls.append((f"{names[m]}" + (f" (call {count[m]})" if twice else ""), m))
-        found.layout = cls(entries, calls, notes, skipped)
+            twice = calls.get(m, 0) > 1
+            named.append((name + (f" (call {count[m]})" if twice else ""), m))
+        return cls(entries, named, roles, any(m not in calls for _, m in acts), notes,
+                   skipped, {names[m] for m in calls})
+
+
+def _role(module: nn.Module, p: torch.Tensor, watch: ForwardCalls) -> str:
+    """p's role (ROLES), from what the forward did with it."""
+    if isinstance(module, NORMS):
+        return "norm"
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or id(p) in watch.lookups:
+        return "embedding"
+    matrix = sum(n > 1 for n in p.shape) >= 2 and (
+        id(p) in watch.matrices or isinstance(module, nn.RNNBase))
+    if not matrix:
+        return "vector"
+    return "weight" if bool(p.detach().any()) else "zero"
 
 
 def _forward(model, x):
@@ -157,10 +203,11 @@ class Report:
 
     def table(self) -> str:
         """The per-layer table, then the activations and the verdict, as text."""
-        rows = [[r["name"], r["module"], "x".join(map(str, r["shape"])), _g(r["grad_norm"]),
-                 _g(r["grad_rms"]), _g(r["update_ratio"]), "" if r["in_verdict"] else "no"]
+        rows = [[r["name"], r["module"], "x".join(map(str, r["shape"])), r["role"],
+                 _g(r["grad_norm"]), _g(r["grad_rms"]), _g(r["update_ratio"]),
+                 "" if r["in_verdict"] else "no"]
                 for r in self.layers]
-        text = tabulate(rows, headers=["weight", "module", "shape", "grad norm",
+        text = tabulate(rows, headers=["parameter", "module", "shape", "role", "grad norm",
                                        "per-example RMS", "update ratio", "in verdict"],
                         disable_numparse=True)
         if self.activations:
@@ -284,7 +331,7 @@ def _loss_and_time(model, x, targets, loss_fn):
     hooks = [m.register_forward_pre_hook(tap) for m in model.modules()
              if isinstance(m, nn.RNNBase)]
     try:
-        with as_it_was(model, train=True), torch.set_grad_enabled(bool(hooks)):
+        with as_it_was(model, train=True), torch.enable_grad():  # roles need the graph
             value = loss_fn(_forward(model, x), targets)
             if not torch.is_tensor(value) or value.dim() != 0:
                 shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
@@ -318,14 +365,41 @@ def _cross_entropy(output, targets):
 def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
             notes: list[str], through_time: dict, modules: dict) -> Report:
     p = {k: v[-1] for k, v in probe.points.items() if k != "epoch"}
-    chain = layout.chain()
+    used = [i for i in range(len(layout.entries)) if i not in probe.unused]
+    skipped = list(layout.skipped)
+    for i in sorted(probe.unused):  # by the module where none of it was called
+        module, _, name = layout.entries[i][0].rpartition(".")
+        why = (f"{module} (never called in forward: no gradient)"
+               if module and module not in layout.called else
+               f"{layout.entries[i][0]} (no gradient: the forward does not use it)")
+        if why not in skipped:
+            skipped.append(why)
+    chain = [i for i in layout.chain() if i in used]
+    zero = [layout.entries[i][0] for i in used if layout.roles[i] == "zero"]
+    if zero:
+        notes.append(f"all zeros at init, so no update ratio, not in the verdict: "
+                     f"{', '.join(zero)}")
+        gated = [i for i in chain if p["grad_norm"][i] == 0]
+        if gated and len(gated) < len(chain):  # behind a zero weight: they wait for it
+            chain = [i for i in chain if i not in gated]
+            notes.append("no gradient at init behind the zero weights (they learn once those "
+                         f"move), not in the verdict: {', '.join(layout.entries[i][0] for i in gated)}")
     layers = [{"name": n, "module": type(m).__name__, "shape": list(w.shape),
-               "grad_norm": p["grad_norm"][i], "grad_rms": _num(p["grad_rms"][i]),
-               "update_ratio": _num(p["update_ratio"][i]), "in_verdict": i in chain}
-              for i, (n, m, w) in enumerate(layout.entries)]
+               "role": layout.roles[i], "grad_norm": p["grad_norm"][i],
+               "grad_rms": _num(p["grad_rms"][i]), "update_ratio": _num(p["update_ratio"][i]),
+               "grad_cos": p["grad_cos"][i], "in_verdict": i in chain}
+              for i, (n, m, w) in enumerate(layout.entries) if i in used]
+    where = {i: k for k, i in enumerate(used)}
     acts = [{"name": n, "module": type(m).__name__, "saturated": p["saturated"][j],
              "dead": p["dead"][j], "inactive": p["inactive"][j],
-             "preact_rms": p["preact_rms"][j]} for j, (n, m) in enumerate(layout.acts)]
+             "preact_rms": p["preact_rms"][j]}
+            for j, (n, m) in enumerate(layout.acts) if j < len(p["saturated"])]
+    if not chain:
+        raise InspectError("no weight (a matrix or filter the signal passes through) got a "
+                           "gradient: nothing for the verdict to read; see the table for the "
+                           "parameters that were measured")
+    owners = [layout.entries[i][1] for i in chain]
+    chain = [where[i] for i in chain]  # indices into layers
     no_grad = [layers[i]["name"] for i in chain if layers[i]["grad_norm"] == 0]
     if no_grad:
         notes.append(f"no gradient reaches {', '.join(no_grad)}")
@@ -337,13 +411,15 @@ def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
                      "Conv1d/2d/3d layers, each called once)")
     # a recurrent module's place in the chain: where its first weight is
     place = {}
-    for k, i in enumerate(chain):
-        place.setdefault(layout.entries[i][1], k + 1)
+    for k, m in enumerate(owners):
+        place.setdefault(m, k + 1)
     time = [{"layer": place[modules[name]], "steps": t["steps"], "ratio": t["ratio"],
              "name": name} for name, t in through_time.items() if modules.get(name) in place]
     point = {"grad_rms": rms, "update_ratio": [p["update_ratio"][i] for i in chain],
              "saturated": p["saturated"], "dead": p["dead"], "preact_rms": p["preact_rms"],
-             "rectifier": probe.activations["rectifier"], "through_time": time}
+             "rectifier": probe.activations["rectifier"], "through_time": time,
+             "grad_cos": [p["grad_cos"][i] for i in chain], "loss": p["loss"],
+             "loss_after_step": p["loss_after_step"], "step_gain": p["step_gain"]}
     diverged = None if math.isfinite(loss) else f"the loss is {loss}"
     v = diagnose.diagnose(point, None, "inspect", None, diverged).to_dict()
     # diagnose counts layers 1.. along the chain (dead units, saturated: the activations);
@@ -362,7 +438,7 @@ def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
         notes.append(f"{name}: over {t['steps']} steps the loss's gradient with respect to the "
                      f"first step's input is {t['ratio']:.2g} of the last step's (time is "
                      f"depth: below {diagnose.VANISH_TIME:g} the verdict is vanishing)")
-    return Report(layers, acts, v, loss, mode, notes, layout.skipped, through_time)
+    return Report(layers, acts, v, loss, mode, notes, skipped, through_time)
 
 
 def _num(v):
@@ -379,6 +455,7 @@ def assert_gradient_flow(model: nn.Module, batch, loss=None, optimizer=None,
     holds: min_ratio (first/last gradient norm of the verdict's layer chain), max_saturated
     and max_dead (each activation's fraction), update_range (every layer's update ratio).
     Returns the report."""
+    __tracebackhide__ = True  # pytest shows the message, not this function and its batch
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
         raise InspectError("batch must be (inputs, targets); inputs may itself be a tuple")
     x, y = batch

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -22,6 +23,7 @@ from vgbench.config import option_type
 
 SETTINGS = pytest.StashKey["harness.Settings"]()
 USER_REMEDIES = pytest.StashKey[list]()
+NEW_BENCHMARK_FOLDER = pytest.StashKey["Path | None"]()
 RECORD_KEY = "vgbench_record"
 CRASH_KEY = "vgbench_crash"
 """user_properties key of a case that raised: harness.crash_info's dict."""
@@ -110,7 +112,16 @@ def _register_user_remedies(config: pytest.Config) -> list[str]:
     return added
 
 
+def _benchmark_folder(config: pytest.Config) -> Path | None:
+    """pytest-benchmark's storage folder, where it is a local one (file://...)."""
+    storage = str(config.getoption("benchmark_storage", None) or "")
+    return Path(storage.removeprefix("file://")) if storage.startswith("file://") else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's, which creates its folder
 def pytest_configure(config: pytest.Config) -> None:
+    folder = _benchmark_folder(config)
+    config.stash[NEW_BENCHMARK_FOLDER] = folder if folder and not folder.exists() else None
     config.stash[USER_REMEDIES] = _register_user_remedies(config)
     try:
         settings = harness.Settings(
@@ -178,6 +189,9 @@ def _check_remote_args(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     registry.unregister(config.stash.get(USER_REMEDIES, []))
+    folder = config.stash.get(NEW_BENCHMARK_FOLDER, None)
+    if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()  # pytest-benchmark made it at start and saved nothing in it
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -327,6 +341,7 @@ def vg_inspect(request: pytest.FixtureRequest):
     from vgbench import inspection
 
     def check(model, batch, **bounds) -> inspection.Report:
+        __tracebackhide__ = True  # the failure shows the message, not vgbench's frames
         try:
             report = inspection.assert_gradient_flow(model, batch, **bounds)
         except AssertionError as exc:
