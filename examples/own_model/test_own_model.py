@@ -30,7 +30,7 @@ def test_the_flagged_model_fails_with_its_verdict(pair):
     model, batch, optimizer = twins.at_init(pair.flagged, pair.task, pair.optimizer)
     with pytest.raises(AssertionError, match=f"verdict {pair.verdict} from ") as failed:
         vgbench.assert_gradient_flow(model, batch, optimizer=optimizer)
-    assert "\n\nweight " in str(failed.value)  # the per-layer table follows the cause
+    assert "\n\nparameter " in str(failed.value)  # the per-layer table follows the cause
 
 
 def test_the_rnn_is_flagged_through_time_not_by_depth():

@@ -1,0 +1,406 @@
+"""The zoo: real architectures at random init, each with broken twins made by one known
+intervention, and ground truth by training.
+
+A case is (model, twin, seed). `run_case` builds the model (torchvision or timm, random
+weights, nothing downloaded), applies the twin's intervention, asks vgbench.inspect for the
+verdict on one training batch with the recipe's own optimizer, then trains the same model
+for the recipe's budget on real data and measures held-out accuracy: the verdict is right
+when training agrees (a healthy verdict on a run that learned; the twin's cause on a run
+that did not learn). Models and twins are declared once, in MODELS and TWINS.
+
+    python benchmarks/zoo/run.py --seeds 0,1,2       # every case; README, "The zoo"
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import vgbench
+from vgbench import data
+from vgbench.diagnostics import ACTIVATIONS
+from vgbench.inspection import NORMS
+
+LEARNED = 0.5
+"""A run learned when its held-out accuracy reached this (chance is 0.1 on every task)."""
+BATCH = 64
+EVAL = 1000
+"""Held-out examples the accuracy is measured on (the test split's first, or fresh tokens)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the model is usually trained, scaled to a CPU budget."""
+
+    optimizer: str
+    """'sgd' (SGD with momentum 0.9) or 'adamw'."""
+    lr: float
+    weight_decay: float = 0.0
+    steps: int = 150
+
+    def make(self, params) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=0.9,
+                                   weight_decay=self.weight_decay)
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+CNN = Recipe("sgd", 0.02, 5e-4)
+"""SGD + momentum for CNNs (lr 0.1 at batch 256 scaled to batch 64, rounded down)."""
+TRANSFORMER = Recipe("adamw", 1e-3, 0.05)
+"""AdamW for transformers and MLP-Mixers (timm's recipes at a short schedule)."""
+RECURRENT = Recipe("adamw", 3e-3, 0.0, steps=200)
+
+
+@dataclass(frozen=True)
+class Twin:
+    """A broken twin: one intervention on the built model (or its recipe), the verdicts that
+    name its cause, and the fix (the intervention undone: the original design)."""
+
+    name: str
+    what: str
+    apply: Callable[[nn.Module, Recipe], tuple[nn.Module, Recipe]]
+    causes: tuple[str, ...]
+    """The verdicts that name the cause (healthy for an intervention that must not break)."""
+
+
+def _weights(model: nn.Module):
+    """The matrices and filters (a parameter with two or more dimensions above 1), not
+    embeddings' tables."""
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    return [p for p in model.parameters() if sum(n > 1 for n in p.shape) >= 2
+            and id(p) not in tables]
+
+
+def _scale(factor: float):
+    def apply(model, recipe):
+        with torch.no_grad():
+            for p in _weights(model):
+                p.mul_(factor)
+        return model, recipe
+    return apply
+
+
+def _sigmoid(model, recipe):
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, ACTIVATIONS) and not isinstance(child, nn.Sigmoid):
+                setattr(parent, name, nn.Sigmoid())
+    if hasattr(model, "sigmoid_twin"):  # functional activations: the model's own switch
+        model.sigmoid_twin()
+    return model, recipe
+
+
+def _dead(model, recipe):
+    """Every unit off: norm shifts at -4 (a unit-variance input is then above 0 for 3 in
+    100,000 examples), biases of linear maps and convolutions at -1."""
+    with torch.no_grad():
+        for m in model.modules():
+            bias = getattr(m, "bias", None)
+            if isinstance(bias, nn.Parameter):
+                bias.fill_(-4.0 if isinstance(m, NORMS) else -1.0)
+    return model, recipe
+
+
+def _lr(factor: float):
+    def apply(model, recipe):
+        return model, replace(recipe, lr=recipe.lr * factor)
+    return apply
+
+
+def _rezero(model, recipe):
+    """Every residual branch's last linear map at zero (ReZero / zero-init residuals): the
+    network starts as the identity plus biases, and trains."""
+    with torch.no_grad():
+        for m in model.modules():
+            for name in getattr(m, "residual_ends", ()):
+                getattr(m, name).weight.zero_()
+    return model, recipe
+
+
+TWINS = {t.name: t for t in (
+    Twin("sigmoid", "every activation replaced by Sigmoid", _sigmoid, ("vanishing",)),
+    Twin("x10", "every weight x10", _scale(10.0), ("saturated", "exploding")),
+    Twin("x0.1", "every weight x0.1", _scale(0.1), ("vanishing", "frozen")),
+    Twin("dead", "every bias -1, every norm shift -4", _dead, ("dead units",)),
+    Twin("lr_x100", "learning rate x100", _lr(100.0), ("exploding",)),
+    Twin("rezero", "every residual branch's last linear map zeroed", _rezero, ("healthy",)),
+)}
+"""Every twin, by name."""
+
+
+class RowsTransformer(nn.Module):
+    """nn.TransformerEncoder over an image's 28 rows (tokens of 28 pixels), mean-pooled."""
+
+    def __init__(self, norm_first: bool, d: int = 64, depth: int = 6):
+        super().__init__()
+        self.inp = nn.Linear(28, d)
+        self.pos = nn.Parameter(torch.randn(1, 28, d) * 0.02)
+        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.0, batch_first=True,
+                                           norm_first=norm_first)
+        self.enc = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.head = nn.Linear(d, 10)
+        for block in self.enc.layers:
+            block.residual_ends = ("linear2",)
+            block.self_attn.residual_ends = ("out_proj",)
+
+    def sigmoid_twin(self):
+        for block in self.enc.layers:
+            block.activation = torch.sigmoid
+
+    def forward(self, x):
+        return self.head(self.enc(self.inp(x.reshape(len(x), 28, 28)) + self.pos).mean(1))
+
+
+class Block(nn.Module):
+    """A GPT block: pre-norm causal self-attention and a GELU MLP, both residual."""
+
+    def __init__(self, d: int, heads: int = 4):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.fc, self.proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.act = F.gelu
+        self.residual_ends = ("proj",)
+        self.attn.residual_ends = ("out_proj",)
+
+    def forward(self, x):
+        t = x.shape[1]
+        mask = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), 1)
+        h = self.ln1(x)
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        return x + self.proj(self.act(self.fc(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    """Token and position embeddings, GPT blocks, a final LayerNorm; classifies from the last
+    position (what a decoder's next-token head sees)."""
+
+    def __init__(self, vocab: int = 16, t: int = 24, d: int = 64, depth: int = 4):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Parameter(torch.zeros(1, t, d))
+        self.blocks = nn.Sequential(*[Block(d) for _ in range(depth)])
+        self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, 10)
+
+    def sigmoid_twin(self):
+        for b in self.blocks:
+            b.act = torch.sigmoid
+
+    def forward(self, tokens):
+        return self.head(self.ln(self.blocks(self.tok(tokens) + self.pos))[:, -1])
+
+
+class Recurrent(nn.Module):
+    """An LSTM or GRU over an image's 28 rows; the last step's state classifies."""
+
+    def __init__(self, kind: str, d: int = 64):
+        super().__init__()
+        self.rnn = getattr(nn, kind)(28, d, batch_first=True)
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x):
+        return self.head(self.rnn(x.reshape(len(x), 28, 28))[0][:, -1])
+
+
+def _tv(name: str, **kw):
+    def build():
+        import torchvision.models as tvm
+
+        return getattr(tvm, name)(num_classes=10, **kw)
+    return build
+
+
+def _timm(name: str, **kw):
+    def build():
+        import timm
+
+        return timm.create_model(name, pretrained=False, num_classes=10, **kw)
+    return build
+
+
+def _mixer():
+    from timm.models.mlp_mixer import MlpMixer
+
+    return MlpMixer(num_classes=10, img_size=32, patch_size=4, num_blocks=6, embed_dim=128)
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One architecture: how to build it (random init), its task, its recipe, its twins."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    task: str
+    """'image' (Fashion-MNIST at 3x32x32), 'rows' (its 28 rows as a sequence) or 'tokens'
+    (recall the first of 24 tokens)."""
+    recipe: Recipe
+    twins: tuple[str, ...]
+    source: str
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_CNN_TWINS = ("sigmoid", "x10", "x0.1", "dead", "lr_x100")
+_TX_TWINS = ("sigmoid", "x10", "x0.1", "lr_x100", "rezero")
+MODELS = {m.name: m for m in (
+    ZooModel("resnet18", _tv("resnet18"), "image", CNN, _CNN_TWINS, "torchvision"),
+    ZooModel("resnet50", _tv("resnet50"), "image", CNN, _CNN_TWINS, "torchvision"),
+    ZooModel("vgg11", _tv("vgg11"), "image", CNN, _CNN_TWINS, "torchvision"),
+    ZooModel("vgg11_bn", _tv("vgg11_bn"), "image", CNN, _CNN_TWINS, "torchvision"),
+    ZooModel("mobilenet_v3_small", _tv("mobilenet_v3_small"), "image", CNN, _CNN_TWINS,
+             "torchvision"),
+    ZooModel("efficientnet_b0", _tv("efficientnet_b0"), "image", CNN, _CNN_TWINS,
+             "torchvision"),
+    ZooModel("densenet121", _tv("densenet121"), "image", CNN, _CNN_TWINS, "torchvision"),
+    ZooModel("convnext_tiny", _tv("convnext_tiny"), "image", TRANSFORMER,
+             ("sigmoid", "x10", "x0.1", "lr_x100"), "torchvision"),
+    ZooModel("vit_small", _tv("VisionTransformer", image_size=32, patch_size=4, num_layers=6,
+                              num_heads=4, hidden_dim=128, mlp_dim=256), "image", TRANSFORMER,
+             ("sigmoid", "x10", "x0.1", "lr_x100"), "torchvision VisionTransformer"),
+    ZooModel("timm_vit_tiny", _timm("vit_tiny_patch16_224", img_size=32, patch_size=4),
+             "image", TRANSFORMER, ("sigmoid", "x10", "x0.1", "lr_x100"), "timm"),
+    ZooModel("timm_convnext_atto", _timm("convnext_atto"), "image", TRANSFORMER,
+             ("sigmoid", "x10", "x0.1", "lr_x100"), "timm"),
+    ZooModel("timm_mixer", _mixer, "image", TRANSFORMER,
+             ("sigmoid", "x10", "x0.1", "lr_x100"), "timm"),
+    ZooModel("timm_regnety_002", _timm("regnety_002"), "image", CNN, _CNN_TWINS, "timm"),
+    ZooModel("transformer_post", lambda: RowsTransformer(False), "rows", TRANSFORMER,
+             _TX_TWINS, "nn.TransformerEncoder, post-norm"),
+    ZooModel("transformer_pre", lambda: RowsTransformer(True), "rows", TRANSFORMER,
+             _TX_TWINS, "nn.TransformerEncoder, pre-norm"),
+    ZooModel("gpt", GPT, "tokens", TRANSFORMER, _TX_TWINS, "GPT-style decoder blocks"),
+    ZooModel("lstm", lambda: Recurrent("LSTM"), "rows", RECURRENT, ("x10", "x0.1", "lr_x100"),
+             "nn.LSTM"),
+    ZooModel("gru", lambda: Recurrent("GRU"), "rows", RECURRENT, ("x10", "x0.1", "lr_x100"),
+             "nn.GRU"),
+)}
+"""Every architecture of the zoo, by name."""
+
+
+def tokens(n: int, seed: int, vocab: int = 16, t: int = 24):
+    """(tokens, labels): random sequences whose label is the first token (mod 10): the
+    answer sits 23 positions before the one the head reads."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab, (n, t), generator=g)
+    return x, x[:, 0] % 10
+
+
+def images(x: torch.Tensor) -> torch.Tensor:
+    """Fashion-MNIST rows (n, 784) in [0, 1] as 3x32x32 images (bilinear, channels repeated)."""
+    img = F.interpolate(x.reshape(-1, 1, 28, 28), size=32, mode="bilinear",
+                        align_corners=False)
+    return img.expand(-1, 3, -1, -1).contiguous()
+
+
+class Task:
+    """A task's batches: training batches by step (seeded), and the held-out set."""
+
+    def __init__(self, task: str, seed: int, dataset=None):
+        self.task, self.seed = task, seed
+        if task == "tokens":
+            self.train_x, self.train_y = tokens(BATCH * 400, 1000 + seed)
+            self.test_x, self.test_y = tokens(EVAL, 99)
+            return
+        s = data.split(dataset if dataset is not None else data.load_cached(), 42)
+        view = images if task == "image" else (lambda x: x)
+        self.train_x, self.train_y = s.train_x, s.train_y
+        self.test_x, self.test_y = view(s.test_x[:EVAL]), s.test_y[:EVAL]
+        self.view = view
+
+    def batch(self, step: int):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + step)
+        idx = torch.randint(0, len(self.train_y), (BATCH,), generator=g)
+        x = self.train_x[idx]
+        return (x if self.task == "tokens" else self.view(x)), self.train_y[idx]
+
+
+def accuracy(model: nn.Module, task: Task) -> float:
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        hits = sum(int((model(task.test_x[i:i + 250]).argmax(1) == task.test_y[i:i + 250]).sum())
+                   for i in range(0, len(task.test_y), 250))
+    model.train(was)
+    return hits / len(task.test_y)
+
+
+def build(model: ZooModel, twin: str | None, seed: int) -> tuple[nn.Module, Recipe]:
+    """The model at random init (seeded), with the twin's intervention applied."""
+    torch.manual_seed(seed)
+    net, recipe = model.build(), model.recipe
+    if twin is not None:
+        net, recipe = TWINS[twin].apply(net, recipe)
+    return net, recipe
+
+
+def run_case(name: str, twin: str | None, seed: int, steps: int | None = None,
+             dataset=None, inspect_only: bool = False) -> dict:
+    """One case: the verdict at init, then training for the budget; a JSON-ready record."""
+    zm = MODELS[name]
+    task = Task(zm.task, seed, dataset)
+    net, recipe = build(zm, twin, seed)
+    recipe = replace(recipe, steps=steps or recipe.steps)
+    opt = recipe.make(net.parameters())
+    x, y = task.batch(-1)  # the inspected batch is not a training batch
+    t0 = time.perf_counter()
+    report = vgbench.inspect(net, x, y, optimizer=opt)
+    t_inspect = time.perf_counter() - t0
+    record = {"model": name, "twin": twin or "-", "seed": seed, "task": zm.task,
+              "recipe": f"{recipe.optimizer} lr {recipe.lr:g}", "steps": recipe.steps,
+              "verdict": report.verdict["verdict"], "why": report.describe(),
+              "expected": list(TWINS[twin].causes) if twin else ["healthy"],
+              "inspect_s": round(t_inspect, 3),
+              "params": sum(p.numel() for p in net.parameters())}
+    if inspect_only:
+        return record
+    t0 = time.perf_counter()
+    losses = []
+    net.train()
+    for step in range(recipe.steps):
+        xb, yb = task.batch(step)
+        loss = F.cross_entropy(net(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            break
+    record["train_s"] = round(time.perf_counter() - t0, 2)
+    record["step_ms"] = round(1000 * record["train_s"] / max(1, len(losses)), 1)
+    record["final_loss"] = losses[-1]
+    acc = accuracy(net, task) if math.isfinite(losses[-1]) else 0.1
+    record["acc"] = acc
+    record["learned"] = acc >= LEARNED
+    return record
+
+
+def judge(record: dict) -> str:
+    """'right', 'false alarm' (an alarm on a run that learned), 'missed' (healthy on a run
+    that did not learn), 'wrong cause' (an alarm, not the twin's cause, on a run that did not
+    learn), or 'not broken' (a twin that learned anyway, read healthy: right, and counted as
+    a healthy design)."""
+    healthy = record["verdict"] == "healthy"
+    if record["learned"]:
+        return "right" if healthy else "false alarm"
+    if healthy:
+        return "missed"
+    return "right" if record["verdict"] in record["expected"] else "wrong cause"
+
+
+def cases(models=None, twins=None, seeds=(0,)) -> list[tuple[str, str | None, int]]:
+    """Every (model, twin or None for the design itself, seed) of the selection."""
+    out = []
+    for name in models or MODELS:
+        if name not in MODELS:
+            raise SystemExit(f"unknown zoo model {name!r}; choose from {sorted(MODELS)}")
+        for twin in [None, *MODELS[name].twins]:
+            if twins is not None and (twin or "-") not in twins:
+                continue
+            out += [(name, twin, s) for s in seeds]
+    return out
