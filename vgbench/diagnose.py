@@ -53,6 +53,9 @@ layers with an update ratio above EXPLODE_UPDATE that a norm follows (stems, a V
 convolution) are at 2e-8..1.6e-5 (ResNet-18's conv1 on real images, where BatchNorm's eps
 makes the loss depend on its scale that little: scaling the weight by 1.01 gave the same
 1.6e-5), a factor 60 below; the heads (no norm after them) at 1e-2..6.5e-2, 10 above."""
+# exploding reads update_scaled where the probe has it (diagnostics.LAYER_METRICS): a weight
+# started below PyTorch's default scale (VGG's and timm's heads at std 0.01, a ResNet's head
+# times 0.1) is meant to grow, and a step large only next to itself is not an explosion.
 ADAPTIVE_GAIN = 1.5
 """An optimizer whose step grows by less than this when the gradient doubles
 (diagnostics.step_gain: SGD 2, Adam's first step about 1) sets its step by its learning rate,
@@ -212,8 +215,9 @@ def diagnose(point: dict, theory: dict | None = None, moment: str = "",
     loss, after = point.get("loss"), point.get("loss_after_step")
     adaptive = (point.get("step_gain") or 2.0) < ADAPTIVE_GAIN
     lowered = loss is not None and after is not None and after < loss  # NaN: it rose
-    big = max(sensitive, key=lambda i: upd[i]) if sensitive else None
-    if big is not None and upd[big] > EXPLODE_UPDATE and not (adaptive and lowered):
+    step = point.get("update_scaled") or upd  # against at least the default init's scale
+    big = max(sensitive, key=lambda i: step[i]) if sensitive else None
+    if big is not None and step[big] > EXPLODE_UPDATE and not (adaptive and lowered):
         rose = "" if loss is None or after is None else (
             f"; the step takes the batch's loss from {_g(loss)} to {_g(after)}")
         return verdict("exploding", big + 1,

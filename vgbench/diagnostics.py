@@ -41,7 +41,7 @@ examples (SageMaker Debugger's threshold_inactivity of 1%)."""
 
 LAYER_METRICS = ("grad_norm", "grad_rms", "weight_change", "w_abs_mean", "w_std",
                  "w_small_frac", "update_ratio", "grad_abs_mean", "grad_zero_frac",
-                 "grad_spread", "grad_cos")
+                 "grad_spread", "grad_cos", "update_scaled")
 """Per-Linear-layer metrics (input layer first, output layer last). grad_norm: the norm
 of the batch-mean weight gradient (what the optimizer sees); grad_rms: the RMS over the
 probe's examples of each example's own weight-gradient norm (what mean field predicts);
@@ -51,7 +51,10 @@ grad_abs_mean, grad_zero_frac and grad_spread: the batch-mean weight gradient's 
 its share of exact zeros, and its 95th minus 5th percentile (the quantities peer tools'
 rules read, see benchmarks/peers.py); grad_cos, |cos| of the angle between the weight and
 its batch-mean gradient: 0 (to rounding) where the loss does not change with the weight's
-scale, as when a normalization follows it."""
+scale, as when a normalization follows it; update_scaled, the step's norm over the larger of
+the weight's norm and the norm PyTorch's default init gives a weight of that shape (uniform,
+variance 1 / (3 fan_in)): a weight started below that scale (a head at 0.01, a layer scale
+at 1e-6) is meant to grow, and its first steps are large only next to itself."""
 HIDDEN_METRICS = ("saturated", "dead", "preact_rms", "inactive")
 """Per-hidden-layer metrics, from each activation's input h on the probe batch and its slope
 phi'(h) taken by autograd through the activation module itself (float64): saturated, the
@@ -459,7 +462,10 @@ class Probe:
                     gain = _ratio(torch.stack([d.norm() for d in doubled]),
                                   torch.stack([d.norm() for d in deltas]))
             rows = []
-            for w, g_w, r, w0, u in zip(weights, grads, rms, self.w0, update):
+            norms = [_norm(w) for w in weights]
+            scaled = [u * n / max(n, default_norm(w)) if n > 0 else u  # NaN stays NaN
+                      for u, n, w in zip(update, norms, weights)]
+            for w, g_w, r, w0, u, s_u in zip(weights, grads, rms, self.w0, update, scaled):
                 a = w.detach().abs()
                 g_w = torch.zeros_like(a) if g_w is None else g_w
                 r = a.new_tensor(math.nan) if r is None else r  # not measured
@@ -479,6 +485,7 @@ class Probe:
                     (g_w == 0).float().mean(),
                     spread[1] - spread[0],
                     _cos(g_w, w).to(a.dtype),
+                    torch.as_tensor(s_u, dtype=a.dtype, device=a.device),
                 ]))
             layer = torch.stack(rows).T.tolist()  # (metric, layer); one host sync
             hidden = (torch.stack([activation_stats(act, h, *shape) for act, h, shape
@@ -507,6 +514,19 @@ class Probe:
         finally:
             for (p, _), k in zip(moved, kept):
                 p.copy_(k)
+
+
+def _norm(w: torch.Tensor) -> float:
+    return float(w.detach().double().norm())
+
+
+def default_norm(w: torch.Tensor) -> float:
+    """The norm PyTorch's default init (nn.Linear, nn.Conv*: variance 1 / (3 fan_in)) gives a
+    weight of w's shape; fan_in = all dimensions but the first (0 for a vector)."""
+    if w.dim() < 2:
+        return 0.0
+    fan_in = w[0].numel()
+    return math.sqrt(w.numel() / (3 * fan_in))
 
 
 def _cos(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -418,7 +418,8 @@ def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
     point = {"grad_rms": rms, "update_ratio": [p["update_ratio"][i] for i in chain],
              "saturated": p["saturated"], "dead": p["dead"], "preact_rms": p["preact_rms"],
              "rectifier": probe.activations["rectifier"], "through_time": time,
-             "grad_cos": [p["grad_cos"][i] for i in chain], "loss": p["loss"],
+             "grad_cos": [p["grad_cos"][i] for i in chain],
+             "update_scaled": [p["update_scaled"][i] for i in chain], "loss": p["loss"],
              "loss_after_step": p["loss_after_step"], "step_gain": p["step_gain"]}
     diverged = None if math.isfinite(loss) else f"the loss is {loss}"
     v = diagnose.diagnose(point, None, "inspect", None, diverged).to_dict()

@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="override every recipe's budget")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="vg-out/zoo")
+    ap.add_argument("--reinspect", action="store_true",
+                    help="recompute the verdict of every finished case (training's results "
+                         "are kept: they do not depend on vgbench) and rewrite results.jsonl")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,6 +69,17 @@ def main(argv=None) -> int:
             r = json.loads(line)
             done[(r["model"], r["twin"], r["seed"])] = r
     t0 = time.perf_counter()
+    if args.reinspect:
+        for key, r in done.items():
+            steps = r["steps"] if r["steps"] != zoo.MODELS[r["model"]].recipe.steps else None
+            *_, fresh = zoo.verdict(r["model"], None if r["twin"] == "-" else r["twin"],
+                                    r["seed"], steps)
+            if fresh["verdict"] != r["verdict"]:
+                print(f"{' '.join(map(str, key))}: {r['verdict']} -> {fresh['verdict']}")
+            r.update({k: fresh[k] for k in ("verdict", "why", "expected", "inspect_s")})
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+        tmp.replace(path)
     for name, twin, seed in todo:
         key = (name, twin or "-", seed)
         if key in done:

@@ -8,10 +8,11 @@ import pytest
 
 import zoo
 
-SLICE = [("gpt", None), ("gpt", "lr_x100"), ("transformer_pre", "rezero"),
-         ("resnet18", None), ("resnet18", "lr_x100")]
-"""(model, twin) pairs: cheap on a CPU, every kind of call (healthy and trained, broken and
-did not train)."""
+SLICE = [("gpt", None), ("gpt", "rezero"), ("transformer_pre", "rezero"),
+         ("resnet18", None), ("resnet18", "dead"), ("resnet18", "lr_x100")]
+"""(model, twin) pairs, cheap on a CPU, of every kind of call (healthy and trained; broken,
+did not train, and named by its cause), each right on seed 0 in the first zoo run; the
+zoo's misses are in README, "The zoo", not hidden here."""
 
 
 @pytest.mark.parametrize("name,twin", SLICE, ids=[f"{n}-{t or 'design'}" for n, t in SLICE])

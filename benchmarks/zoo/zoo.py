@@ -339,26 +339,31 @@ def build(model: ZooModel, twin: str | None, seed: int) -> tuple[nn.Module, Reci
     return net, recipe
 
 
-def run_case(name: str, twin: str | None, seed: int, steps: int | None = None,
-             dataset=None, inspect_only: bool = False) -> dict:
-    """One case: the verdict at init, then training for the budget; a JSON-ready record."""
+def verdict(name: str, twin: str | None, seed: int, steps: int | None = None,
+            dataset=None):
+    """(model, recipe, optimizer, task, verdict record) of a case at init: the model built
+    (seeded), the twin applied, inspected on one batch that training never sees."""
     zm = MODELS[name]
     task = Task(zm.task, seed, dataset)
     net, recipe = build(zm, twin, seed)
     recipe = replace(recipe, steps=steps or recipe.steps)
     opt = recipe.make(net.parameters())
-    x, y = task.batch(-1)  # the inspected batch is not a training batch
+    x, y = task.batch(-1)
     t0 = time.perf_counter()
     report = vgbench.inspect(net, x, y, optimizer=opt)
-    t_inspect = time.perf_counter() - t0
     record = {"model": name, "twin": twin or "-", "seed": seed, "task": zm.task,
               "recipe": f"{recipe.optimizer} lr {recipe.lr:g}", "steps": recipe.steps,
               "verdict": report.verdict["verdict"], "why": report.describe(),
               "expected": list(TWINS[twin].causes) if twin else ["healthy"],
-              "inspect_s": round(t_inspect, 3),
+              "inspect_s": round(time.perf_counter() - t0, 3),
               "params": sum(p.numel() for p in net.parameters())}
-    if inspect_only:
-        return record
+    return net, recipe, opt, task, record
+
+
+def run_case(name: str, twin: str | None, seed: int, steps: int | None = None,
+             dataset=None) -> dict:
+    """One case: the verdict at init, then training for the budget; a JSON-ready record."""
+    net, recipe, opt, task, record = verdict(name, twin, seed, steps, dataset)
     t0 = time.perf_counter()
     losses = []
     net.train()
