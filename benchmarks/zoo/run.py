@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="vg-out/zoo")
     ap.add_argument("--reinspect", action="store_true",
                     help="recompute the verdict of every finished case (training's results "
-                         "are kept: they do not depend on vgbench) and rewrite results.jsonl")
+                         "are kept: they do not depend on vgbench), rewrite results.jsonl, and "
+                         "run nothing new")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
         tmp.replace(path)
+        todo = [(n, t, s) for n, t, s in todo if (n, t or "-", s) in done]
     for name, twin, seed in todo:
         key = (name, twin or "-", seed)
         if key in done:
