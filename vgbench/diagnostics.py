@@ -159,8 +159,8 @@ LOOKUPS = frozenset({"embedding", "embedding_bag"})
 class ForwardCalls(TorchFunctionMode):
     """Sees every torch function of a forward pass: calls on_activation(module, input,
     inplace) for each elementwise activation called as a function on a tensor in the autograd
-    graph (not inside an activation module, whose own call is measured; see
-    ActivationInputs), and adds to .matrices and .lookups the ids of the parameters passed
+    graph (not inside an activation module, whose own call is measured: see
+    activation_inputs), and adds to .matrices and .lookups the ids of the parameters passed
     to a MATRIX_OPS or LOOKUPS operation."""
 
     def __init__(self, on_activation=None):
