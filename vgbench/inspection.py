@@ -9,11 +9,12 @@ by one forward pass with hooks. So the numbers and the verdict mean the same for
     report = vgbench.inspect(model, x, y, loss=nn.MSELoss(), optimizer=opt)
     vgbench.assert_gradient_flow(model, (x, y))        # AssertionError naming the layer
 
-Cost: one forward (the loss check, which also finds the layers in call order; without
-gradients unless the model has a recurrent module, whose gradient through time takes a
-backward) and the probe's forward and backward on the batch; no batch of per-example
-gradients (per-example norms only where they are exact and cheap: a Linear called once on
-a (batch, features) input, a Conv1d/2d/3d called once: diagnostics.conv_example_norms).
+Cost: one forward (the loss check, which also finds the layers in call order and the
+parameters' roles; a backward too where the model has a recurrent module, for its gradient
+through time), the probe's forward and backward on the batch, and one more forward with the
+optimizer's would-be step taken (the exploding rule); no batch of per-example gradients
+(per-example norms only where they are exact and cheap: a Linear called once on a (batch,
+features) input, a Conv1d/2d/3d called once: diagnostics.conv_example_norms).
 """
 
 from __future__ import annotations
