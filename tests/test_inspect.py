@@ -263,6 +263,9 @@ def test_the_command_line_says_what_is_wrong(tmp_path, capsys):
         main(["inspect", f"{odd}:not_a_module", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match=r"--input-shape '1,28,x' is not a shape.*1,28,28"):
         main(["inspect", f"{odd}:tokens", "--input-shape", "1,28,x"])
+    with pytest.raises(SystemExit, match="--input-dtype long feeds random tokens; it does not "
+                                         "go with --data fashion-mnist"):
+        main(["inspect", f"{odd}:tokens", "--input-dtype", "long", "--data", "fashion-mnist"])
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     with pytest.raises(SystemExit, match="--out .*a-file is a file, not a folder"):

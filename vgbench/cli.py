@@ -158,6 +158,9 @@ def _inspect(args) -> int:
         raise SystemExit(f"vgbench inspect: {factory}() returned {type(model).__name__}, "
                          "not an nn.Module: return the model itself")
     torch.manual_seed(args.seed)
+    if args.input_dtype == "long" and args.data != "random":
+        raise SystemExit("vgbench inspect: --input-dtype long feeds random tokens; it does not "
+                         "go with --data fashion-mnist (images): drop one of them")
     if args.input_dtype == "long":
         x = torch.randint(0, args.vocab, (args.batch, *shape))
         y = torch.randint(0, args.classes, (args.batch,))

@@ -197,7 +197,7 @@ def diagnose(point: dict, theory: dict | None = None, moment: str = "",
     dead_layers = [i for i, (v, r) in enumerate(zip(dead, rect)) if r and v >= DEAD_SHARE]
     g = gain_per_layer(rms)
     spread = upd[0] / upd[-1] if upd[-1] > 0 else math.nan
-    if dead_layers and not _vanishing_beyond_dead(rms, spread, g, dead, rect):
+    if dead_layers and not _vanishing_beyond_dead(rms, upd, g, dead, rect):
         i = dead_layers[0]
         return verdict("dead units", i + 1,
                        f"{dead[i]:.0%} of layer {i + 1}'s units pass no gradient for any "
@@ -225,7 +225,7 @@ def diagnose(point: dict, theory: dict | None = None, moment: str = "",
                        f"norm{rose}",
                        ratio_rms=rms[0] / rms[-1] if rms[-1] else None,
                        loss=loss, loss_after_step=after)
-    if (spread < VANISH_SPREAD or upd[-1] == 0) and g < VANISH_GAIN:
+    if _vanishes(upd, g):
         per = gains(rms)
         start = next((i for i in range(len(per) - 1, -1, -1) if per[i] >= VANISH_GAIN), None)
         layer = 1 if start is None else start + 2
@@ -253,14 +253,21 @@ def diagnose(point: dict, theory: dict | None = None, moment: str = "",
                    gain_per_layer=g, update_spread=spread)
 
 
-def _vanishing_beyond_dead(rms, spread, g, dead, rect) -> bool:
+def _vanishes(upd: list[float], g: float) -> bool:
+    """The vanishing rule: the first layer's update below VANISH_SPREAD of the output
+    layer's (or the output layer not moving at all), and the gradient shrinking toward the
+    input (gain per layer below VANISH_GAIN)."""
+    return (upd[-1] == 0 or upd[0] / upd[-1] < VANISH_SPREAD) and g < VANISH_GAIN
+
+
+def _vanishing_beyond_dead(rms, upd, g, dead, rect) -> bool:
     """Whether the gradient vanishes by more than the dead units explain: the vanishing rule
     holds, and the first layer's gradient, relative to the last, is below VANISH_SPREAD even
     after dividing out what the dead units take (a layer with a share d of its units dead
     passes at most sqrt(1 - d) of the gradient's norm). A ReLU net whose units all died
     (biases -1) is dead units; a plain ReLU CNN whose small init shrinks every layer, with a
     third of its units dead as a consequence, is vanishing."""
-    if not ((spread < VANISH_SPREAD or math.isnan(spread)) and g < VANISH_GAIN):
+    if not _vanishes(upd, g):
         return False
     passed = math.prod(math.sqrt(max(0.0, 1 - d)) for d, r in zip(dead, rect) if r)
     ratio = rms[0] / rms[-1] if rms[-1] else math.nan

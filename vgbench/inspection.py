@@ -136,7 +136,7 @@ class ModelLayout:
     def _from_calls(cls, model, names, first, calls, acts, watch) -> "ModelLayout":
         order = {m: k for k, m in enumerate(first)}
         parents = {}
-        for n, m in model.named_modules():
+        for m in model.modules():
             for child in m.children():
                 parents.setdefault(child, m)
 
