@@ -3,7 +3,7 @@
 # an H100/H200 (each step has its own time cap, below; a capped step is reported, and the
 # next one runs).
 #
-#   bash benchmarks/gpu_check.sh [OUT_DIR]        (default: gpu-check)
+#   bash benchmarks/gpu_check.sh [OUT_DIR]        (default: vg-out/gpu-check in the repo)
 #
 # On a machine where torch sees no CUDA device it writes OUT_DIR/env.txt and stops at once
 # (exit 2), saying so: nothing is measured on the CPU by mistake.
@@ -28,10 +28,10 @@
 # GC_BATCHED, GC_SPEED. A step stopped at its cap is interrupted (SIGINT), so pytest still
 # prints its failures and summary.
 set -u
-out=${1:-gpu-check}
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$root/vg-out/gpu-check}  # vg-out/ is git-ignored: nothing new in the work tree
 py=${PYTHON:-$(command -v python || command -v python3)}
 mkdir -p "$out"
-root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 1
 
 {

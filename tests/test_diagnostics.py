@@ -1,6 +1,8 @@
 """Per-layer diagnostics: the measures themselves and that probing changes nothing."""
 
+import copy
 import dataclasses
+from types import SimpleNamespace
 from dataclasses import replace
 
 import pytest
@@ -118,3 +120,150 @@ def test_per_example_rms_equals_explicit_per_example_gradients():
         per_example.append([g.norm() for g in grads])
     explicit = torch.tensor(per_example).square().mean(0).sqrt()
     torch.testing.assert_close(torch.stack(rms), explicit, rtol=1e-10, atol=0)
+
+
+def _trained_optimizer(kind, params):
+    """An optimizer of `kind` with state from two real steps on params."""
+    make = {"SGD": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True,
+                                             weight_decay=1e-3),
+            "Adam": lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True),
+            "AdamW": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+            "RMSprop": lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.5, centered=True),
+            "Adagrad": lambda p: torch.optim.Adagrad(p, lr=1e-2),
+            "NAdam": lambda p: torch.optim.NAdam(p, lr=1e-2), "RAdam": lambda p: torch.optim.RAdam(p),
+            "Adamax": lambda p: torch.optim.Adamax(p), "Adadelta": lambda p: torch.optim.Adadelta(p),
+            "ASGD": lambda p: torch.optim.ASGD(p, lr=1e-2, t0=0),
+            "Rprop": lambda p: torch.optim.Rprop(p)}[kind]
+    opt = make(params)
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return opt
+
+
+@pytest.mark.parametrize("kind", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam",
+                                  "RAdam", "Adamax", "Adadelta", "ASGD", "Rprop"])
+def test_the_updater_steps_piece_by_piece_as_the_whole_optimizer_would(kind, monkeypatch):
+    """The pieced step (every torch elementwise optimizer, state from real steps, a weight of
+    five pieces, a channels-last one, clipping, a parameter without gradient) is the
+    deep-copied whole optimizer's step (bit for bit in one piece, as the suite's weights
+    are), is the real step to float32's rounding, and leaves the real optimizer and weights
+    as they were."""
+    from vgbench import diagnostics
+    from vgbench.diagnostics import Updater
+    monkeypatch.setattr(diagnostics, "CHUNK", 7)
+    torch.manual_seed(0)
+    params = [nn.Parameter(torch.randn(5, 7)), nn.Parameter(torch.randn(3)),
+              nn.Parameter(torch.randn(2, 3, 3, 3).to(memory_format=torch.channels_last))]
+    opt = _trained_optimizer(kind, params)
+    before = [p.detach().clone() for p in params]
+    state = {k: v.clone() if torch.is_tensor(v) else v
+             for p in params for k, v in opt.state[p].items()}
+    grads = [torch.randn_like(params[0]), None, torch.randn_like(params[2])]
+    for clip in (None, 0.5):
+        up = Updater(opt, clip_norm=clip)
+        pieced = list(up.deltas(grads, scale=2.0))
+        with torch.no_grad():
+            whole = list(up._whole(grads, 2.0, pieced_coef(up, grads, 2.0)))
+        assert [i for i, _, _ in pieced] == [0] * 5 + [1] + [2] * 8  # 35, 3 and 54 values
+        real = copy.deepcopy(opt)  # and the real step, taken on copies (float32)
+        twins = [p for g in real.param_groups for p in g["params"]]
+        for t, g in zip(twins, grads):
+            t.grad = torch.zeros_like(t) if g is None else g * 2.0
+        if clip is not None:
+            nn.utils.clip_grad_norm_(twins, clip)
+        real.step()
+        for i, _, d in whole:
+            got = torch.cat([d for j, _, d in pieced if j == i])
+            assert got.dtype == torch.float64
+            # one piece: bit for bit; pieces: vectorized and scalar loops may round apart
+            assert torch.equal(got, d) if i == 1 else torch.allclose(got, d, rtol=1e-13,
+                                                                     atol=0)
+            taken = (twins[i] - params[i]).detach().reshape(-1).double()
+            assert torch.allclose(got, taken, rtol=1e-4, atol=1e-6)
+        assert any(bool(d.any()) for _, _, d in pieced)
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+    after = {k: v for p in params for k, v in opt.state[p].items()}
+    assert all(torch.equal(v, after[k]) if torch.is_tensor(v) else v == after[k]
+               for k, v in state.items())
+
+
+def pieced_coef(up, grads, scale):
+    """The clipping coefficient the Updater applies (1 without clipping)."""
+    if up.clip_norm is None:
+        return 1.0
+    total = torch.stack([torch.zeros(()) if g is None else (g.double() * scale).norm()
+                         for g in grads]).norm()
+    return (up.clip_norm / (total + 1e-6)).clamp(max=1.0)
+
+
+def test_another_optimizer_is_copied_whole():
+    """An optimizer that is not one of torch's elementwise ones (here a subclass, whose step
+    may do anything) gets the whole deep copy: the same step, nothing touched."""
+    from vgbench.diagnostics import Updater
+
+    class Mine(torch.optim.SGD):
+        def step(self, closure=None):
+            for g in self.param_groups:  # couples the parameters: one shared scale
+                total = torch.stack([p.grad.norm() for p in g["params"]]).norm()
+                for p in g["params"]:
+                    p.add_(p.grad / total, alpha=-g["lr"])
+    w = [nn.Parameter(torch.ones(4, 4)), nn.Parameter(torch.ones(3))]
+    opt = Mine(w, lr=0.1)
+    d = list(Updater(opt).deltas([torch.ones(4, 4), torch.ones(3)]))
+    assert [(i, s) for i, s, _ in d] == [(0, slice(None)), (1, slice(None))]
+    assert torch.allclose(d[0][2], torch.full((16,), -0.1 / 19 ** 0.5, dtype=torch.float64))
+    assert all(torch.equal(p, torch.ones_like(p)) for p in w)
+
+
+@pytest.mark.parametrize("act", [nn.Sigmoid(), nn.ReLU(), nn.LeakyReLU(0.01), nn.GELU(),
+                                 nn.Hardtanh()])
+def test_activation_statistics_in_pieces_are_the_whole(act, monkeypatch):
+    """activation_stats over a few examples at a time gives what one pass over all gives."""
+    from vgbench import diagnostics
+    torch.manual_seed(0)
+    h = torch.randn(64, 6, 5) * 4
+    h[:, 0] = -1.0  # a dead unit for the rectifiers
+    h[:63, 1] = -1.0  # off on all but one example: inactive, not dead
+    shape = slope_profile(act)
+    whole = activation_stats(act, h, *shape)
+    monkeypatch.setattr(diagnostics, "CHUNK", 61)  # two examples a piece (30 values each)
+    pieced = activation_stats(act, h, *shape)
+    assert torch.allclose(pieced, whole, rtol=1e-12, atol=0)
+    assert pieced[0] == whole[0] and pieced[1] == whole[1] and pieced[3] == whole[3]
+
+
+def test_the_loss_after_the_step_is_the_stepped_models_and_nothing_stays_moved(monkeypatch):
+    """take_step's loss is the loss of a copy of the model that really took the step (the
+    weights in pieces, one of them channels-last), and afterwards every weight and norm
+    statistic is back bit for bit."""
+    from vgbench import diagnostics
+    from vgbench.diagnostics import Probe, Updater
+    monkeypatch.setattr(diagnostics, "CHUNK", 50)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 10))
+    model[0].weight.data = model[0].weight.data.to(memory_format=torch.channels_last)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = list(model.parameters())
+    grads = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params)
+    model.load_state_dict(before)  # the forward above moved the running statistics
+    nothing = SimpleNamespace(layers=list, activations=list)  # take_step needs no layout
+    given = list(grads)
+    norms, doubled, after = Probe(model, x, y, nothing).take_step(model, Updater(opt), given)
+    assert given == []  # each gradient dropped once used
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, g in zip(twin.parameters(), grads):
+            p.add_(g, alpha=-0.5)
+    expected = nn.functional.cross_entropy(twin.train()(x), y).item()
+    assert after == pytest.approx(expected, rel=1e-5) and after != pytest.approx(
+        nn.functional.cross_entropy(copy.deepcopy(model)(x), y).item(), rel=1e-3)
+    assert [n.item() for n in norms] == pytest.approx([0.5 * g.norm().item() for g in grads])
+    assert [n.item() for n in doubled] == pytest.approx([2 * n.item() for n in norms])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import defaultdict
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -28,9 +29,13 @@ means |h| > 6.7, an output outside (0.0012, 0.9988)."""
 SLOPE_GRID = (-10.0, 10.0, 20_001)
 """Where an activation's largest slope is looked for (float64, step 1e-3)."""
 
-QUANTILE_MAX = 2 ** 24
-"""torch.quantile takes at most this many values: larger weights (a VGG's first fully
-connected layer) are sampled evenly for grad_spread."""
+CHUNK = 2 ** 20
+"""Values per piece where the probe works piece by piece in float64 (8 MiB each): the
+Updater's step (a weight, its gradient, each state tensor), an activation's slopes."""
+QUANTILE_MAX = 2 ** 17
+"""grad_spread's percentiles are taken on at most this many values (sorting is the cost):
+a larger gradient is sampled evenly, every k-th value. Above the suite's largest layer
+(784 x 128), so its values are exact."""
 INACTIVE_SLOPE = 1e-7
 """A unit passes (almost) no gradient where its slope is below this: the 'vanishing gradient
 threshold' from which SageMaker Debugger's SaturatedActivation derives its input ranges
@@ -93,23 +98,35 @@ def slopes(act: nn.Module, h: torch.Tensor) -> torch.Tensor:
     twin = copy.deepcopy(act).double()
     x = h.detach().double().requires_grad_(True)
     with torch.enable_grad():  # through a copy: an in-place activation may not touch a leaf
-        (d,) = torch.autograd.grad(twin(x.clone()).sum(), x)
+        # forward(), not the call: no hooks (the probe's own run during its forward)
+        (d,) = torch.autograd.grad(twin.forward(x.clone()).sum(), x)
     return d
 
 
 def activation_stats(act: nn.Module, h: torch.Tensor, top: float,
                      rectifier: bool) -> torch.Tensor:
     """(saturated, dead, preact_rms, inactive) of one activation's input h (examples,
-    units...); see HIDDEN_METRICS."""
-    d = slopes(act, h)
-    flat = d.abs() < SLOPE_FRACTION * top
-    if rectifier:
-        flat &= d != 0  # a rectifier's zero side is 'off' (dead if always), not saturated
-    per_unit = d.flatten(1)  # (examples, units)
-    dead = (per_unit == 0).all(0).double().mean()
-    quiet = (per_unit.abs() < INACTIVE_SLOPE).double().mean(0) >= INACTIVE_SHARE
-    return torch.stack([flat.double().mean(), dead, h.detach().double().square().mean().sqrt(),
-                        quiet.double().mean()])
+    units...); see HIDDEN_METRICS. Taken a few examples at a time (at most CHUNK values):
+    the float64 slopes of a ResNet's whole activation would be 8 bytes per value."""
+    h = h.detach()
+    n = len(h)
+    per = max(1, CHUNK // max(1, h[0].numel()))
+    flat = sq = 0
+    zero = quiet = 0  # per unit: examples with slope 0, with slope below INACTIVE_SLOPE
+    for start in range(0, n, per):
+        part = h[start:start + per]
+        d = slopes(act, part)
+        f = d.abs() < SLOPE_FRACTION * top
+        if rectifier:
+            f &= d != 0  # a rectifier's zero side is 'off' (dead if always), not saturated
+        per_unit = d.flatten(1)  # (examples, units)
+        flat = flat + f.sum()
+        zero = zero + (per_unit == 0).sum(0)
+        quiet = quiet + (per_unit.abs() < INACTIVE_SLOPE).sum(0)
+        sq = sq + part.double().square().sum()
+    values = h.numel()
+    return torch.stack([flat.double() / values, (zero == n).double().mean(),
+                        (sq / values).sqrt(), (quiet.double() / n >= INACTIVE_SHARE).double().mean()])
 
 
 @contextmanager
@@ -201,9 +218,9 @@ def activation_inputs(layout, record):
     calls = ForwardCalls(record) if getattr(layout, "functional", False) else None
 
     def enter(m, i):
-        record(m, i[0], getattr(m, "inplace", False))
-        if calls is not None:
+        if calls is not None:  # first: what record computes is not a functional activation
             calls.inside += 1
+        record(m, i[0], getattr(m, "inplace", False))
 
     def leave(m, i, o):
         if calls is not None:
@@ -231,13 +248,15 @@ class Gradients:
     """The loss on the batch (detached)."""
 
 
-def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
+def layer_gradients(model, x, y: torch.Tensor, on_activation=None,
                     extra: list | None = None, layout=None, loss_fn=None) -> Gradients:
     """The weight gradients, per-example RMS gradient norms, extra's gradients and the loss
     (a Gradients) of every weight layout.layers() names (default: the model's own, as
     model.MLP has) for the loss loss_fn(output, y) (default: mean cross-entropy) on x (a
-    tensor, or a tuple of the model's inputs), in train mode as the model is. acts, when
-    given, receives each activation call's input (layout.activations(), in call order).
+    tensor, or a tuple of the model's inputs), in train mode as the model is.
+    on_activation(k, input), when given, is called during the forward with the input of
+    the k-th activation call (layout.activations(), in call order), before an in-place
+    activation overwrites it; nothing of it is kept.
 
     Example i's own weight gradient in a Linear is the rank-one delta_i a_i^T
     (delta_i = dloss_i/doutput_i, a_i the input), so its norm is ||delta_i|| ||a_i||: no
@@ -247,12 +266,15 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
     output (VGG's conv -> ReLU(inplace=True)): the gradient at the conv's output is then the
     activation's output gradient times its slope. For any other weight the RMS is None (not
     measured). (Under BatchNorm and the batch-wide normalizations the examples are coupled;
-    this is then each example's term of the batch gradient, times the batch size.)"""
+    this is then each example's term of the batch gradient, times the batch size.) The norms
+    are taken by hooks as the backward passes each output, so no output gradient is held
+    longer than the backward itself holds it."""
     layers = (layout or model).layers()
     extra = extra or []
     seen: dict[nn.Module, list] = {}
     outputs: dict[int, nn.Module] = {}  # id of a once-called conv/Linear output -> module
-    after: dict[nn.Module, tuple] = {}  # module -> (in-place activation, its input, version)
+    after: dict[nn.Module, tuple] = {}  # module -> (in-place activation, what its slope needs, version)
+    calls = [0]
 
     def keep(module, inputs, output):  # with the output's version: in-place changes show
         seen.setdefault(module, []).append((inputs[0] if inputs else None, output,
@@ -260,12 +282,14 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
         outputs[id(output)] = module
 
     def record(act, h, inplace):  # each call's input, before an in-place activation changes it
-        h_kept = h.detach().clone() if inplace else h
-        if acts is not None:
-            acts.append(h_kept)
+        if on_activation is not None:
+            on_activation(calls[0], h)
+        calls[0] += 1
         m = outputs.get(id(h)) if inplace else None
         if m is not None and seen[m][-1][1] is h and h._version == seen[m][-1][2]:
-            after[m] = (act, h_kept, h._version)
+            # a plain ReLU's slope needs only the input's sign (a byte, not a copy of h)
+            kept = (h.detach() > 0) if type(act) is nn.ReLU else h.detach().clone()
+            after[m] = (act, kept, h._version)
 
     exact = [isinstance(m, (nn.Linear, *CONVS)) and w is m.weight
              for _, m, w in layers]
@@ -290,30 +314,35 @@ def layer_gradients(model, x, y: torch.Tensor, acts: list | None = None,
                                          else 2)
              and changed_by(m)[1]
              for (_, m, _), ok in zip(layers, exact)]
-    outs = [seen[m][0][1] for (_, m, _), ok in zip(layers, exact) if ok]
+    rms = [seen[m][0][0].new_zeros(()) if ok else None  # stays 0 if no gradient reaches m
+           for (_, m, _), ok in zip(layers, exact)]
+
+    def norms_of(i, m):  # a hook on m's output: example norms as the gradient passes
+        def hook(g):
+            a, act = seen[m][0][0].detach(), changed_by(m)[0]
+            if act is not None:  # g is at the activation's output: back through its slope
+                g = g * slopes(act[0], act[1]).to(g.dtype)
+            # the loss is a mean over the batch: example i's own gradient is n times its term
+            if isinstance(m, CONVS):
+                per_example = conv_example_norms(m, a, g) * n_batch
+            else:
+                per_example = g.norm(dim=1) * a.norm(dim=1) * n_batch
+            rms[i] = per_example.square().mean().sqrt()
+            del seen[m]  # its input and output may go as the backward frees them
+            after.pop(m, None)
+        return hook
+
+    with ExitStack() as stack:
+        for i, ((_, m, _), ok) in enumerate(zip(layers, exact)):
+            if ok and seen[m][0][1].requires_grad:
+                stack.callback(seen[m][0][1].register_hook(norms_of(i, m)).remove)
+        wanted = [w for _, _, w in layers] + extra
+        unique = list({id(t): t for t in wanted}.values())
+        got = dict(zip(map(id, unique),
+                       torch.autograd.grad(loss, unique, allow_unused=True)))
     n = len(layers)
-    grads = torch.autograd.grad(loss, [w for _, _, w in layers] + outs + extra,
-                                allow_unused=True)
-    weight_grads, out_grads, extra_grads = grads[:n], grads[n:n + len(outs)], grads[n + len(outs):]
-    rms, out_grads = [], iter(out_grads)
-    for (_, m, _), ok in zip(layers, exact):
-        if not ok:
-            rms.append(None)
-            continue
-        a, g = seen[m][0][0], next(out_grads)
-        if g is None:
-            rms.append(a.new_zeros(()))
-            continue
-        act = changed_by(m)[0]
-        if act is not None:  # g is at the activation's output: back through its slope
-            g = g * slopes(act[0], act[1]).to(g.dtype)
-        # the loss is a mean over the batch: example i's own gradient is n times its term
-        if isinstance(m, CONVS):
-            per_example = conv_example_norms(m, a.detach(), g) * n_batch
-        else:
-            per_example = g.norm(dim=1) * a.norm(dim=1) * n_batch
-        rms.append(per_example.square().mean().sqrt())
-    return Gradients(list(weight_grads), rms, list(extra_grads), loss.detach())
+    grads = [got[id(t)] for t in wanted]
+    return Gradients(grads[:n], rms, grads[n:], loss.detach())
 
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -344,13 +373,13 @@ def conv_example_norms(conv: nn.Module, x: torch.Tensor, g: torch.Tensor) -> tor
     group, example i's gradient is G_i = D_i X_i^T (D_i: (O/groups, P) output gradients, X_i:
     (C/groups x kernel volume, P) patches, P positions), ||G_i||^2 summed over the groups.
     ||G_i||^2 = sum((D_i^T D_i) * (X_i^T X_i)) when the P x P Gram matrices are the smaller,
-    else G_i is formed, one example at a time (a temporary the size of the weight): no batch
-    of per-example gradients is ever held."""
-    patches = conv_patches(conv, x)  # (batch, groups, K, P)
-    d = g.reshape(len(g), conv.groups, -1, patches.shape[-1])  # (batch, groups, O/groups, P)
-    o, k, p = d.shape[2], patches.shape[2], d.shape[3]
+    else G_i is formed (a temporary the size of the weight), one example at a time, its
+    patches too: no batch of per-example gradients or patches is ever held."""
     out = []
-    for di, xi in zip(d, patches):
+    for xi, gi in zip(x, g):
+        xi = conv_patches(conv, xi[None])[0]  # (groups, K, P)
+        di = gi.reshape(conv.groups, -1, xi.shape[-1])  # (groups, O/groups, P)
+        o, k, p = di.shape[1], xi.shape[1], di.shape[2]
         if p * p <= o * k:
             gram = (di.transpose(1, 2) @ di).mul_(xi.transpose(1, 2) @ xi)
             out.append(gram.sum().clamp(min=0).sqrt())
@@ -359,11 +388,24 @@ def conv_example_norms(conv: nn.Module, x: torch.Tensor, g: torch.Tensor) -> tor
     return torch.stack(out)
 
 
+ELEMENTWISE = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adamax,
+               torch.optim.NAdam, torch.optim.RAdam, torch.optim.RMSprop, torch.optim.Adagrad,
+               torch.optim.Adadelta, torch.optim.ASGD, torch.optim.Rprop)
+"""torch optimizers whose step treats every element of a parameter alone (given the group's
+hyperparameters and the parameter's scalar state, such as Adam's step count): the Updater
+steps them a piece of a parameter at a time."""
+
+
 class Updater:
-    """The step a run's optimizer would take, without taking it: a deep copy of the
-    optimizer (its parameters, state and hyperparameters copied together) steps on the
-    probe's gradient, clipped as training clips; the real optimizer and weights are left
-    alone."""
+    """The step a run's optimizer would take, without taking it: a twin of the optimizer
+    steps float64 copies of the parameters on the probe's gradient, clipped as training
+    clips; the real optimizer, its state and the weights are left alone.
+
+    For torch's elementwise optimizers (ELEMENTWISE) the twin steps a piece of the parameters
+    at a time (at most CHUNK elements: small parameters together, a large one in parts, each
+    with that part of its state): memory beyond the model is a few pieces, whatever its
+    size. Any other optimizer (it may couple its
+    parameters, as LBFGS does) is deep-copied whole, its parameters and state in float64."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, clip_norm: float | None = None):
         self.opt, self.clip_norm = optimizer, clip_norm
@@ -374,26 +416,96 @@ class Updater:
         return [p for g in self.opt.param_groups for p in g["params"]]
 
     @torch.no_grad()
-    def deltas(self, grads: list[torch.Tensor | None], scale: float = 1.0) -> list[torch.Tensor]:
+    def deltas(self, grads: list[torch.Tensor | None], scale: float = 1.0):
         """The change of each of self.params for these gradients (None: no gradient) times
-        scale, in float64: the baseline's first layer moves by 1e-9 of its norm per step,
-        below float32's resolution (6e-8), so a float32 difference would be rounding."""
+        scale, in float64 (the baseline's first layer moves by 1e-9 of its norm per step,
+        below float32's resolution, 6e-8, so a float32 difference would be rounding), piece
+        by piece: yields (index into self.params, slice of its flattened elements, the float64
+        change of those elements), every element of every parameter once, in order."""
+        coef = 1.0
+        if self.clip_norm is not None:  # as nn.utils.clip_grad_norm_ does in training
+            total = torch.stack([_scaled(g, p, scale, slice(None)).norm()
+                                 for g, p in zip(grads, self.params)]).norm()
+            coef = (self.clip_norm / (total + 1e-6)).clamp(max=1.0)
+        if type(self.opt) not in ELEMENTWISE:
+            yield from self._whole(grads, scale, coef)
+            return
+        twin = copy.copy(self.opt)  # its own attributes; the real optimizer's are not touched
+        for hyper, batch in self._batches():
+            ts = [flat[piece].to(torch.float64, copy=True) for _, p, flat, piece in batch]
+            for t, (i, p, _, piece) in zip(ts, batch):
+                t.grad = _scaled(grads[i], p, scale, piece)
+                if self.clip_norm is not None:
+                    t.grad.mul_(coef)
+            twin.param_groups = [dict(hyper, params=ts)]
+            twin.state = defaultdict(dict, {
+                t: {k: _piece(v, p, piece) for k, v in self.opt.state.get(p, {}).items()}
+                for t, (_, p, _, piece) in zip(ts, batch)})
+            type(twin).step(twin)
+            for t, (i, _, flat, piece) in zip(ts, batch):
+                yield i, piece, torch.sub(t, flat[piece])  # in float64: t's type
+
+    def _batches(self):
+        """(a parameter group's hyperparameters, [(index, parameter, its flattened view,
+        piece)]): the pieces of the parameters in order, as few steps as CHUNK allows, each
+        within one group."""
+        i = 0
+        for group in self.opt.param_groups:
+            hyper = {k: v for k, v in group.items() if k != "params"}
+            batch, size = [], 0
+            for p in group["params"]:
+                flat = p.detach().reshape(-1)
+                for piece in _pieces(p.numel()):
+                    n = piece.stop - piece.start
+                    if batch and size + n > CHUNK:
+                        yield hyper, batch
+                        batch, size = [], 0
+                    batch.append((i, p, flat, piece))
+                    size += n
+                i += 1
+            if batch:
+                yield hyper, batch
+
+    def _whole(self, grads, scale, coef):
         twin = copy.deepcopy(self.opt)
         twins = [p for g in twin.param_groups for p in g["params"]]
-        for t, g in zip(twins, grads):
+        for t, g, p in zip(twins, grads, self.params):
             t.data = t.data.double()
-            t.grad = torch.zeros_like(t) if g is None else g.detach().double() * scale
+            t.grad = _scaled(g, p, scale, slice(None)).view_as(t)
+            if self.clip_norm is not None:
+                t.grad.mul_(coef)
         for state in twin.state.values():  # Adam's moments, SGD's momentum
             for key, value in state.items():
                 if torch.is_tensor(value) and value.is_floating_point() and value.dim() > 0:
                     state[key] = value.double()
-        if self.clip_norm is not None:  # as nn.utils.clip_grad_norm_ does in training
-            total = torch.stack([t.grad.norm() for t in twins]).norm()
-            coef = (self.clip_norm / (total + 1e-6)).clamp(max=1.0)
-            for t in twins:
-                t.grad.mul_(coef)
         twin.step()
-        return [t - p.double() for t, p in zip(twins, self.params)]
+        for i, (t, p) in enumerate(zip(twins, self.params)):
+            yield i, slice(None), (t - p.double()).reshape(-1)
+
+
+def _pieces(n: int) -> list[slice]:
+    """The slices of n flattened elements the Updater steps in turn (one when n <= CHUNK)."""
+    return [slice(start, min(start + CHUNK, n)) for start in range(0, max(n, 1), CHUNK)]
+
+
+def _scaled(g, p, scale: float, piece: slice) -> torch.Tensor:
+    """The float64 gradient of p's flattened elements in piece, times scale (zeros: none)."""
+    if g is None:
+        return torch.zeros_like(p.detach().reshape(-1)[piece], dtype=torch.float64)
+    out = g.detach().reshape(-1)[piece].to(torch.float64, copy=True)
+    return out if scale == 1.0 else out.mul_(scale)
+
+
+def _piece(value, p, piece: slice):
+    """One piece of an optimizer state entry of p, in float64 (a copy): a tensor the shape of
+    p is sliced as p is, anything else (a step count) is copied whole."""
+    if not torch.is_tensor(value):
+        return copy.deepcopy(value)
+    if value.dim() > 0 and value.numel() == p.numel():
+        value = value.reshape(-1)[piece]
+        if value.is_floating_point():
+            return value.to(torch.float64, copy=True)
+    return value.clone()
 
 
 class Probe:
@@ -402,12 +514,15 @@ class Probe:
     The layout (default: the model itself, as model.MLP) provides layers(), the weights
     measured as (name, module, weight), input first, and activations(), the activation
     modules whose input and slope are measured; vgbench.inspect builds one for any model.
-    loss_fn(output, y): the loss (default mean cross-entropy)."""
+    loss_fn(output, y): the loss (default mean cross-entropy). keep_start=False: no copy of
+    the initial weights (a probe that measures once, as inspect's: weight_change is NaN)."""
 
-    def __init__(self, model, x, y: torch.Tensor, layout=None, loss_fn=None):
+    def __init__(self, model, x, y: torch.Tensor, layout=None, loss_fn=None,
+                 keep_start: bool = True):
         self.x, self.y = x, y
         self.layout, self.loss_fn = layout or model, loss_fn
-        self.w0 = [w.detach().clone() for _, _, w in self.layout.layers()]
+        self.w0 = [w.detach().clone() if keep_start else None
+                   for _, _, w in self.layout.layers()]
         self.shape = [slope_profile(a) for a in self.layout.activations()]
         self.notes: set[str] = set()
         """What could not be measured, and why (once each)."""
@@ -428,96 +543,157 @@ class Probe:
         weights = [w for _, _, w in self.layout.layers()]
         trained = updater.params if updater is not None else []
         flags = [w.requires_grad for w in weights]  # layerwise freezes some layers
-        acts: list[torch.Tensor] = []
+        layout_acts = self.layout.activations()
+        stats: list[torch.Tensor] = []
+        calls = [0]
+
+        def measured(k, h):  # each activation's statistics as the forward passes it
+            if k < len(layout_acts):
+                with torch.no_grad():
+                    stats.append(activation_stats(layout_acts[k], h, *self.shape[k]))
+            calls[0] = k + 1
         with as_it_was(model, train=True), torch.enable_grad(), same_draws(self.x):
             for w in weights:
                 w.requires_grad_(True)
             try:
-                g = layer_gradients(model, self.x, self.y, acts, trained, self.layout,
+                g = layer_gradients(model, self.x, self.y, measured, trained, self.layout,
                                     self.loss_fn)
             finally:
                 for w, flag in zip(weights, flags):
                     w.requires_grad_(flag)
-        grads, rms = g.weights, g.rms
+        grads, rms, loss = g.weights, g.rms, g.loss.item()
         self.unused = {i for i, grad in enumerate(grads) if grad is None}
-        if len(acts) != len(self.layout.activations()):
-            self.notes.add(f"{len(acts)} activation calls in the probe's forward, "
-                           f"{len(self.layout.activations())} when the layout was found: the "
+        if calls[0] != len(layout_acts):
+            self.notes.add(f"{calls[0]} activation calls in the probe's forward, "
+                           f"{len(layout_acts)} when the layout was found: the "
                            "activations are matched in call order as far as they go")
         with torch.no_grad():
+            # every metric but the two of the step, while the gradients are here
+            layer = _layer_rows(weights, grads, rms, self.w0)
+            hidden = (torch.stack(stats).T.tolist() if stats
+                      else [[] for _ in HIDDEN_METRICS])
             update = [math.nan] * len(weights)
             after = gain = math.nan
             if updater is not None:
                 index = {id(p): i for i, p in enumerate(trained)}
+                extra = list(g.extra)
+                del g, grads  # the step releases each gradient once it is used
                 try:
-                    deltas = updater.deltas(list(g.extra))
-                    doubled = updater.deltas(list(g.extra), scale=2.0)
+                    steps, doubled, after = self.take_step(model, updater, extra)
                 except Exception as exc:  # noqa: BLE001 - a user optimizer we cannot twin
-                    self.notes.add(f"update_ratio not measured: the optimizer could not be "
-                                   f"copied ({type(exc).__name__}: {exc})")
+                    self.notes.add(f"update_ratio not measured: the optimizer's step could not "
+                                   f"be taken on a twin ({type(exc).__name__}: {exc})")
                 else:
-                    update = [_ratio(deltas[index[id(w)]], w) if id(w) in index else 0.0
+                    update = [_ratio(steps[index[id(w)]], w) if id(w) in index else 0.0
                               for w in weights]
-                    after = self.loss_after(model, trained, deltas)
-                    gain = _ratio(torch.stack([d.norm() for d in doubled]),
-                                  torch.stack([d.norm() for d in deltas]))
-            rows = []
+                    gain = _ratio(torch.stack(doubled), torch.stack(steps))
             norms = [_norm(w) for w in weights]
             scaled = [u * n / max(n, default_norm(w)) if n > 0 else u  # NaN stays NaN
                       for u, n, w in zip(update, norms, weights)]
-            for w, g_w, r, w0, u, s_u in zip(weights, grads, rms, self.w0, update, scaled):
-                a = w.detach().abs()
-                g_w = torch.zeros_like(a) if g_w is None else g_w
-                r = a.new_tensor(math.nan) if r is None else r  # not measured
-                flat = g_w.flatten().float()
-                if flat.numel() > QUANTILE_MAX:  # torch.quantile's limit: an even sample
-                    flat = flat[::math.ceil(flat.numel() / QUANTILE_MAX)]
-                spread = torch.quantile(flat, torch.tensor([0.05, 0.95], device=g_w.device))
-                rows.append(torch.stack([
-                    g_w.norm(),
-                    r.detach(),
-                    (w - w0).norm() / w0.norm(),
-                    a.mean(),
-                    w.std() if w.numel() > 1 else a.new_zeros(()),
-                    (a < SMALL_W).float().mean(),
-                    torch.as_tensor(u, dtype=a.dtype, device=a.device),
-                    g_w.abs().mean(),
-                    (g_w == 0).float().mean(),
-                    spread[1] - spread[0],
-                    _cos(g_w, w).to(a.dtype),
-                    torch.as_tensor(s_u, dtype=a.dtype, device=a.device),
-                ]))
-            layer = torch.stack(rows).T.tolist()  # (metric, layer); one host sync
-            hidden = (torch.stack([activation_stats(act, h, *shape) for act, h, shape
-                                   in zip(self.layout.activations(), acts, self.shape)]
-                                  ).T.tolist()
-                      if acts else [[] for _ in HIDDEN_METRICS])
+            for key, values in (("update_ratio", update), ("update_scaled", scaled)):
+                layer.insert(LAYER_METRICS.index(key),  # in each weight's dtype, as the rest
+                             [torch.as_tensor(v, dtype=w.dtype).item()
+                              for v, w in zip(values, weights)])
         self.points["epoch"].append(epoch)
         for key, values in zip(LAYER_METRICS + HIDDEN_METRICS + STEP_METRICS,
-                               layer + hidden + [g.loss.item(), after, gain]):
+                               layer + hidden + [loss, after, gain]):
             self.points[key].append(values)
 
-    def loss_after(self, model, params: list, deltas: list) -> float:
-        """The probe batch's loss once the optimizer's step (deltas, float64) is taken, with
-        the same dropout draws as the measured forward; then every weight and norm statistic
-        is put back exactly (a copy of the stepped parameters is kept meanwhile)."""
-        moved = [(p, d) for p, d in zip(params, deltas) if bool(d.any())]
-        kept = [p.detach().clone() for p, _ in moved]
+    def take_step(self, model, updater: Updater, grads: list) -> tuple[list, list, float]:
+        """For these gradients (a list it empties: each gradient is dropped once used): the
+        norm of each trained parameter's step (float64), of its step for twice the
+        gradients, and the probe batch's loss once the step is taken, with the same dropout
+        draws as the measured forward; then every weight and norm statistic is put back
+        exactly. The step is applied piece by piece as the updater gives it, and a copy of
+        each moved parameter is kept meanwhile: the copies grow as the gradients go."""
+        params = updater.params
+        steps: list[list] = [[] for _ in params]
+        doubled: list[list] = [[] for _ in params]
+        kept: dict[int, torch.Tensor] = {}
         try:
-            with as_it_was(model, train=True), same_draws(self.x):
-                for p, d in moved:
-                    p.add_(d.to(p.dtype))
+            with torch.no_grad():
+                for (i, piece, d), (_, _, d2) in zip(updater.deltas(grads),
+                                                     updater.deltas(grads, scale=2.0)):
+                    steps[i].append(d.norm())
+                    doubled[i].append(d2.norm())
+                    if bool(d.any()):
+                        p = params[i]
+                        if i not in kept:
+                            kept[i] = p.detach().clone()
+                        _add(p, piece, d)
+                    if piece.stop is None or piece.stop >= params[i].numel():
+                        grads[i] = None  # its last piece: the gradient is done with
+            grads.clear()
+            with as_it_was(model, train=True), same_draws(self.x), torch.no_grad():
                 out = model(*self.x) if isinstance(self.x, tuple) else model(self.x)
                 loss = F.cross_entropy(out, self.y) if self.loss_fn is None else \
                     self.loss_fn(out, self.y)
-                return float(loss)
+                return [_joined(n) for n in steps], [_joined(n) for n in doubled], float(loss)
         finally:
-            for (p, _), k in zip(moved, kept):
-                p.copy_(k)
+            with torch.no_grad():
+                for i, k in kept.items():
+                    params[i].copy_(k)
+
+
+def _layer_rows(weights, grads, rms, starts) -> list[list[float]]:
+    """Per metric of LAYER_METRICS but update_ratio and update_scaled, its value for each
+    weight (in the weight's dtype), from the weights, their gradients (None: none), the
+    per-example RMS norms and the initial weights (None: not kept)."""
+    rows = []
+    for w, g_w, r, w0 in zip(weights, grads, rms, starts):
+        a = w.detach().abs()
+        g_w = torch.zeros_like(a) if g_w is None else g_w
+        r = a.new_tensor(math.nan) if r is None else r  # not measured
+        flat = g_w.flatten().float()
+        if flat.numel() > QUANTILE_MAX:  # sorting is the cost: an even sample
+            flat = flat[::math.ceil(flat.numel() / QUANTILE_MAX)]
+        spread = torch.quantile(flat, torch.tensor([0.05, 0.95], device=g_w.device))
+        rows.append(torch.stack([
+            g_w.norm(),
+            r.detach(),
+            (w - w0).norm() / w0.norm() if w0 is not None else a.new_tensor(math.nan),
+            a.mean(),
+            w.std() if w.numel() > 1 else a.new_zeros(()),
+            (a < SMALL_W).float().mean(),
+            g_w.abs().mean(),
+            (g_w == 0).float().mean(),
+            spread[1] - spread[0],
+            _cos(g_w, w).to(a.dtype),
+        ]))
+    return torch.stack(rows).T.tolist()  # (metric, layer); one host sync
+
+
+def _joined(norms: list[torch.Tensor]) -> torch.Tensor:
+    """The norm of a whole from its pieces' norms."""
+    return norms[0] if len(norms) == 1 else torch.stack(norms).norm()
+
+
+def _add(p: torch.Tensor, piece: slice, d: torch.Tensor) -> None:
+    """p's flattened elements in piece += d (float64, cast to p's dtype)."""
+    if p.is_contiguous():
+        p.detach().view(-1)[piece].add_(d.to(p.dtype))
+    else:  # channels-last and other strides: flattened as reshape(-1) orders them
+        flat = p.detach().reshape(-1)
+        flat[piece] += d.to(p.dtype)
+        p.detach().copy_(flat.view(p.shape))
 
 
 def _norm(w: torch.Tensor) -> float:
-    return float(w.detach().double().norm())
+    return float(_norm64(w))
+
+
+def _norm64(t: torch.Tensor) -> torch.Tensor:
+    """||t|| in float64, taken CHUNK values at a time (no float64 copy of a whole weight)."""
+    flat = t.detach().reshape(-1)
+    parts = [flat[piece].double().norm() for piece in _pieces(flat.numel())]
+    return _joined(parts)
+
+
+def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The dot product of a and b (flattened) in float64, CHUNK values at a time."""
+    a, b = a.detach().reshape(-1), b.detach().reshape(-1)
+    parts = [a[piece].double() @ b[piece].double() for piece in _pieces(a.numel())]
+    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
 
 def default_norm(w: torch.Tensor) -> float:
@@ -531,14 +707,14 @@ def default_norm(w: torch.Tensor) -> float:
 
 def _cos(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """|cos| of the angle between g and w, in float64 (0 where either is all zeros)."""
-    g, w = g.detach().double().flatten(), w.detach().double().flatten()
-    norms = g.norm() * w.norm()
-    return (g @ w).abs() / norms if norms > 0 else norms
+    norms = _norm64(g) * _norm64(w)
+    return _dot64(g, w).abs() / norms if norms > 0 else norms
 
 
 def _ratio(delta: torch.Tensor, w: torch.Tensor) -> float:
-    """||delta|| / ||w||; NaN for a weight that is all zeros (a ratio to nothing)."""
-    norm = w.double().norm()
+    """||delta|| / ||w|| (delta may be a norm already); NaN for a weight that is all zeros (a
+    ratio to nothing)."""
+    norm = _norm64(w)
     return (delta.norm() / norm).item() if norm > 0 else math.nan
 
 

@@ -305,7 +305,7 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
         optimizer = torch.optim.SGD(params, lr=lr if lr is not None else DEFAULT_LR)
         notes.append(f"update ratios of plain SGD at lr {lr if lr is not None else DEFAULT_LR:g}"
                      " (pass optimizer= for yours)")
-    probe = Probe(model, inputs, targets, layout, loss_fn)
+    probe = Probe(model, inputs, targets, layout, loss_fn, keep_start=False)
     probe.measure(model, 0, Updater(optimizer))
     notes += sorted(probe.notes)
     return _report(layout, probe, float(value), "train", notes, through_time,
