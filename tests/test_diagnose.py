@@ -213,6 +213,26 @@ def test_exploding_reads_the_layers_and_the_optimizer_it_can_judge():
     sgd = {**adam, "step_gain": 2.0}
     v = diagnose.diagnose(sgd)
     assert v.verdict == "exploding" and "from 2.3 to 2.1" in v.why
+    # a step as large as the weight itself replaces it: exploding even if this batch's loss falls
+    replace_ = {**adam, "update_scaled": [1e-3, diagnose.REPLACE_STEP * 1.5, 1e-3, 1e-3]}
+    assert diagnose.diagnose(replace_).verdict == "exploding"
+    assert diagnose.diagnose({**replace_, "update_scaled": [1e-3, 0.5, 1e-3, 1e-3]}
+                             ).verdict == "healthy"
+
+
+def test_a_step_that_raises_the_batchs_loss_at_init_overshoots():
+    """No layer moves much (the chain's updates are small), but the step raises the probe
+    batch's loss by more than OVERSHOOT at init: exploding, no layer named; after training
+    started, or a smaller rise: not."""
+    calm = {"grad_rms": [1.0] * 4, "update_ratio": [1e-3] * 4, "saturated": [0.0] * 3,
+            "dead": [0.0] * 3, "preact_rms": [0.5] * 3, "step_gain": 1.0, "loss": 2.3}
+    rise = {**calm, "loss_after_step": 2.3 * (1 + diagnose.OVERSHOOT) + 0.05}
+    for moment in ("init", "inspect"):
+        v = diagnose.diagnose(rise, moment=moment)
+        assert v.verdict == "exploding" and v.layer is None and "overshoots" in v.why
+    assert diagnose.diagnose(rise, moment="end").verdict == "healthy"
+    assert diagnose.diagnose({**calm, "loss_after_step": 2.35}, moment="init").verdict == "healthy"
+    assert diagnose.diagnose({**calm, "loss_after_step": 2.0}, moment="init").verdict == "healthy"
 
 
 def test_diagnose_on_hand_made_points():

@@ -388,7 +388,9 @@ def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
     layers = [{"name": n, "module": type(m).__name__, "shape": list(w.shape),
                "role": layout.roles[i], "grad_norm": p["grad_norm"][i],
                "grad_rms": _num(p["grad_rms"][i]), "update_ratio": _num(p["update_ratio"][i]),
-               "grad_cos": p["grad_cos"][i], "in_verdict": i in chain}
+               "grad_cos": p["grad_cos"][i], "grad_abs_mean": p["grad_abs_mean"][i],
+               "grad_zero_frac": p["grad_zero_frac"][i], "grad_spread": p["grad_spread"][i],
+               "in_verdict": i in chain}
               for i, (n, m, w) in enumerate(layout.entries) if i in used]
     where = {i: k for k, i in enumerate(used)}
     acts = [{"name": n, "module": type(m).__name__, "saturated": p["saturated"][j],

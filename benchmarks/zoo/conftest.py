@@ -1,6 +1,8 @@
-"""The zoo's modules import as `zoo` (benchmarks/ is no package)."""
+"""The zoo's modules import as `zoo`, benchmarks/peers.py as `peers` (benchmarks/ is no
+package)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))

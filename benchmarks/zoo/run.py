@@ -18,28 +18,80 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # benchmarks/peers.py
 import zoo  # noqa: E402
+
+
+TOOLS = ("vgbench", *zoo.RULES, "torchmortem")
+
+
+def calls(r: dict, tool: str) -> list[str] | None:
+    """A tool's calls on a case ([]: healthy; None: not run on it)."""
+    if tool == "vgbench":
+        return [] if r["verdict"] == "healthy" else [r["verdict"]]
+    if tool == "torchmortem":
+        return r["torchmortem"]["calls"] if "torchmortem" in r else None
+    return r.get("peers", {}).get(tool)
 
 
 def table(records: list[dict]) -> str:
     from tabulate import tabulate
 
-    rows = [[r["model"], r["twin"], r["seed"], r["verdict"], f"{r['acc']:.3f}",
-             "yes" if r["learned"] else "no", zoo.judge(r), r["inspect_s"], r["step_ms"]]
+    def shown(r, tool):
+        c = calls(r, tool)
+        return "-" if c is None else ", ".join(c) or "healthy"
+    rows = [[r["model"], r["twin"], r["seed"], f"{r['acc']:.3f}",
+             "yes" if r["learned"] else "no", r["verdict"], zoo.judge(r),
+             *(shown(r, t) for t in TOOLS[1:]), r["inspect_s"], r["step_ms"],
+             _paired(r)]
             for r in records]
-    return tabulate(rows, headers=["model", "twin", "seed", "verdict", "held-out acc",
-                                   "learned", "call", "inspect s", "ms/step"],
+    return tabulate(rows, headers=["model", "twin", "seed", "held-out acc", "learned",
+                                   "vgbench", "its call", *TOOLS[1:], "inspect s", "ms/step",
+                                   "torchmortem's step x"], tablefmt="github")
+
+
+def _paired(r: dict) -> str:
+    p = r.get("torchmortem", {}).get("paired")
+    return f"{p['autopsy_ms'] / p['plain_ms']:.2f}" if p else "-"
+
+
+def rates(records: list[dict], tool: str = "vgbench") -> dict:
+    """A tool's false alarms among runs that learned, right causes among runs that did not
+    (only the cases it was run on)."""
+    records = [r for r in records if calls(r, tool) is not None]
+    judged = [(r, zoo.peer_judge(r, calls(r, tool))) for r in records]
+    learned = [j for r, j in judged if r["learned"]]
+    broken = [j for r, j in judged if not r["learned"]]
+    return {"learned": len(learned), "false_alarms": learned.count("false alarm"),
+            "broken": len(broken), "right_cause": broken.count("right"),
+            "missed": broken.count("missed")}
+
+
+def summary(records: list[dict]) -> str:
+    """Per tool: false alarms on the runs that learned, right causes on the ones that did
+    not, and for torchmortem its training step time against the plain run's."""
+    from tabulate import tabulate
+
+    rows = []
+    for tool in TOOLS:
+        r = rates(records, tool)
+        if not r["learned"] + r["broken"]:
+            continue
+        rows.append([tool, f"{r['false_alarms']} / {r['learned']}",
+                     f"{r['right_cause']} / {r['broken']}", r["missed"]])
+    text = tabulate(rows, headers=["tool", "false alarms / runs that learned",
+                                   "right cause / runs that did not", "missed"],
                     tablefmt="github")
-
-
-def rates(records: list[dict]) -> dict:
-    """False alarms among runs that learned; right causes among runs that did not."""
-    learned = [r for r in records if r["learned"]]
-    broken = [r for r in records if not r["learned"]]
-    return {"learned": len(learned), "false_alarms": sum(zoo.judge(r) == "false alarm"
-                                                         for r in learned),
-            "broken": len(broken), "right_cause": sum(zoo.judge(r) == "right" for r in broken),
-            "missed": sum(zoo.judge(r) == "missed" for r in broken)}
+    both = [r["torchmortem"]["paired"] for r in records if "paired" in r.get("torchmortem", {})]
+    if both:
+        ratio = sorted(p["autopsy_ms"] / p["plain_ms"] for p in both)
+        same = sum(p["same_losses"] for p in both)
+        text += (f"\n\ntorchmortem's cost: a training step inside Autopsy takes "
+                 f"{ratio[len(ratio) // 2]:.2f}x the plain step (median over {len(both)} "
+                 f"cases, range {ratio[0]:.2f}-{ratio[-1]:.2f}; each case's two copies "
+                 f"stepped in turn, {both[0]['steps']} steps, median ms); the losses of the "
+                 f"two stayed equal at every step in {same} of {len(both)}")
+    return text
 
 
 def main(argv=None) -> int:
@@ -51,6 +103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="override every recipe's budget")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="vg-out/zoo")
+    ap.add_argument("--peers", action="store_true",
+                    help="also train every case inside torchmortem's Autopsy (pip install "
+                         "torchmortem; doubles the training time) and record its findings")
     ap.add_argument("--reinspect", action="store_true",
                     help="recompute the verdict of every finished case (training's results "
                          "are kept: they do not depend on vgbench), rewrite results.jsonl, and "
@@ -77,28 +132,36 @@ def main(argv=None) -> int:
                                     r["seed"], steps)
             if fresh["verdict"] != r["verdict"]:
                 print(f"{' '.join(map(str, key))}: {r['verdict']} -> {fresh['verdict']}")
-            r.update({k: fresh[k] for k in ("verdict", "why", "expected", "inspect_s")})
+            r.update({k: fresh[k] for k in ("verdict", "why", "expected", "inspect_s",
+                                            "peers")})
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
         tmp.replace(path)
         todo = [(n, t, s) for n, t, s in todo if (n, t or "-", s) in done]
     for name, twin, seed in todo:
         key = (name, twin or "-", seed)
-        if key in done:
-            continue
-        r = zoo.run_case(name, twin, seed, args.steps)
-        done[key] = r
-        with path.open("a") as f:
-            f.write(json.dumps(r) + "\n")
-        print(f"{name:20s} {twin or '-':8s} seed {seed}: {r['verdict']:11s} acc {r['acc']:.3f} "
-              f"({zoo.judge(r)}; inspect {r['inspect_s']:.1f} s, train {r['train_s']:.0f} s)",
-              flush=True)
+        if key not in done:
+            r = zoo.run_case(name, twin, seed, args.steps)
+            done[key] = r
+            with path.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+            print(f"{name:20s} {twin or '-':8s} seed {seed}: {r['verdict']:11s} acc "
+                  f"{r['acc']:.3f} ({zoo.judge(r)}; inspect {r['inspect_s']:.1f} s, train "
+                  f"{r['train_s']:.0f} s)", flush=True)
+        r = done[key]
+        if args.peers and ("torchmortem" not in r or "paired" not in r["torchmortem"]):
+            steps = r["steps"] if r["steps"] != zoo.MODELS[name].recipe.steps else None
+            if "torchmortem" not in r:
+                r["torchmortem"] = zoo.torchmortem_case(name, twin, seed, steps)
+            r["torchmortem"]["paired"] = zoo.torchmortem_paired(name, twin, seed)
+            tmp = path.with_suffix(".tmp")  # rewritten whole: the record has grown
+            tmp.write_text("".join(json.dumps(x) + "\n" for x in done.values()))
+            tmp.replace(path)
+            print(f"{name:20s} {twin or '-':8s} seed {seed}: torchmortem "
+                  f"{', '.join(r['torchmortem']['calls']) or 'healthy'}", flush=True)
     records = [done[(n, t or "-", s)] for n, t, s in todo]
-    text = table(records)
-    r = rates(records)
-    text += (f"\n\nruns that learned: {r['learned']}, false alarms {r['false_alarms']}; "
-             f"runs that did not learn: {r['broken']}, right cause {r['right_cause']}, "
-             f"missed {r['missed']}; wall {time.perf_counter() - t0:.0f} s\n")
+    text = table(records) + "\n\n" + summary(records)
+    text += f"\n\nwall {time.perf_counter() - t0:.0f} s\n"
     (out / "zoo.md").write_text(text)
     print(text)
     return 0

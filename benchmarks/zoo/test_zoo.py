@@ -22,3 +22,22 @@ def test_the_verdict_agrees_with_training(name, twin):
         f"ground truth moved: {name} {twin or '(design)'} reached {r['acc']:.3f} (learned "
         f"means >= {zoo.LEARNED})")
     assert zoo.judge(r) == "right", f"{r['why']} (held-out accuracy {r['acc']:.3f})"
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # torchmortem's hooks
+def test_the_peers_read_the_same_case():
+    """torchmortem's Autopsy around the zoo's own loop on a short LSTM run: it changes
+    nothing in training (the same accuracy as the plain run of the same case) and its
+    findings come back as causes; AUTOTRAINER's and SageMaker's rules give their calls on
+    the inspected measurements. (What each peer calls is the zoo run's result, README, "The
+    zoo": not asserted here.)"""
+    pytest.importorskip("torchmortem", reason="the peers extra: pip install -e '.[peers]'")
+    plain = zoo.run_case("lstm", "lr_x100", seed=0, steps=30)
+    inside = zoo.torchmortem_case("lstm", "lr_x100", seed=0, steps=30)
+    assert inside["acc"] == plain["acc"]
+    paired = zoo.torchmortem_paired("lstm", "lr_x100", seed=0, steps=5)
+    assert paired["same_losses"] and paired["autopsy_ms"] > 0 and paired["plain_ms"] > 0
+    known = {c for _, c in zoo.TORCHMORTEM_CAUSES} | {"other"}
+    assert set(inside["calls"]) <= known and inside["step_ms"] > 0
+    assert set(plain["peers"]) == set(zoo.RULES)
+    assert all(isinstance(c, list) for c in plain["peers"].values())

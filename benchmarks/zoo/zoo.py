@@ -339,31 +339,37 @@ def build(model: ZooModel, twin: str | None, seed: int) -> tuple[nn.Module, Reci
     return net, recipe
 
 
-def verdict(name: str, twin: str | None, seed: int, steps: int | None = None,
-            dataset=None):
-    """(model, recipe, optimizer, task, verdict record) of a case at init: the model built
-    (seeded), the twin applied, inspected on one batch that training never sees."""
+def setup(name: str, twin: str | None, seed: int, steps: int | None = None, dataset=None):
+    """(model, recipe, optimizer, task) of a case: the model built (seeded), the twin
+    applied, the recipe's optimizer; the same every time for the same arguments."""
     zm = MODELS[name]
     task = Task(zm.task, seed, dataset)
     net, recipe = build(zm, twin, seed)
     recipe = replace(recipe, steps=steps or recipe.steps)
-    opt = recipe.make(net.parameters())
+    return net, recipe, recipe.make(net.parameters()), task
+
+
+def verdict(name: str, twin: str | None, seed: int, steps: int | None = None,
+            dataset=None):
+    """(model, recipe, optimizer, task, verdict record) of a case at init: setup(), then
+    inspected on one batch that training never sees. The record has the verdict and the
+    calls of AUTOTRAINER's and SageMaker Debugger's rules on the same measurements."""
+    net, recipe, opt, task = setup(name, twin, seed, steps, dataset)
     x, y = task.batch(-1)
     t0 = time.perf_counter()
     report = vgbench.inspect(net, x, y, optimizer=opt)
-    record = {"model": name, "twin": twin or "-", "seed": seed, "task": zm.task,
+    record = {"model": name, "twin": twin or "-", "seed": seed, "task": MODELS[name].task,
               "recipe": f"{recipe.optimizer} lr {recipe.lr:g}", "steps": recipe.steps,
               "verdict": report.verdict["verdict"], "why": report.describe(),
               "expected": list(TWINS[twin].causes) if twin else ["healthy"],
               "inspect_s": round(time.perf_counter() - t0, 3),
-              "params": sum(p.numel() for p in net.parameters())}
+              "params": sum(p.numel() for p in net.parameters()),
+              "peers": rule_calls(report)}
     return net, recipe, opt, task, record
 
 
-def run_case(name: str, twin: str | None, seed: int, steps: int | None = None,
-             dataset=None) -> dict:
-    """One case: the verdict at init, then training for the budget; a JSON-ready record."""
-    net, recipe, opt, task, record = verdict(name, twin, seed, steps, dataset)
+def train(net, recipe, opt, task, each_step=None) -> dict:
+    """Train for the recipe's budget (each_step(loss) after every step); the results."""
     t0 = time.perf_counter()
     losses = []
     net.train()
@@ -374,15 +380,129 @@ def run_case(name: str, twin: str | None, seed: int, steps: int | None = None,
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if each_step is not None:
+            each_step(losses[-1])
         if not math.isfinite(losses[-1]):
             break
-    record["train_s"] = round(time.perf_counter() - t0, 2)
-    record["step_ms"] = round(1000 * record["train_s"] / max(1, len(losses)), 1)
-    record["final_loss"] = losses[-1]
+    train_s = time.perf_counter() - t0
     acc = accuracy(net, task) if math.isfinite(losses[-1]) else 0.1
-    record["acc"] = acc
-    record["learned"] = acc >= LEARNED
+    return {"train_s": round(train_s, 2), "step_ms": round(1000 * train_s / max(1, len(losses)), 1),
+            "final_loss": losses[-1], "acc": acc, "learned": acc >= LEARNED}
+
+
+def run_case(name: str, twin: str | None, seed: int, steps: int | None = None,
+             dataset=None) -> dict:
+    """One case: the verdict at init, then training for the budget; a JSON-ready record."""
+    net, recipe, opt, task, record = verdict(name, twin, seed, steps, dataset)
+    record.update(train(net, recipe, opt, task))
     return record
+
+
+RULES = ("AUTOTRAINER", "SageMaker")
+"""Peers whose published rules benchmarks/peers.py applies to vgbench's measurements."""
+RELU_KINDS = ("ReLU", "ReLU6")
+SQUASH_KINDS = ("Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh")
+
+
+def rule_calls(report) -> dict[str, list[str]]:
+    """{peer: the vgbench verdict names its fired rules stand for ([] : healthy)} for
+    AUTOTRAINER's and SageMaker Debugger's rules (benchmarks/peers.py) on inspect's
+    measurements at init: the weights of the verdict's chain, first to last; SageMaker's
+    activation rules on the activations of their kind (DeadRelu on ReLUs,
+    SaturatedActivation on sigmoids and tanhs), the others on every layer."""
+    import peers  # benchmarks/peers.py (on the path: see conftest.py and run.py)
+
+    chain = [r for r in report.layers if r["in_verdict"]]
+    p = {k: [r[k] for r in chain] for k in ("grad_norm", "grad_zero_frac", "grad_abs_mean",
+                                            "grad_spread")}
+    p["update_ratio"] = [u if u is not None and math.isfinite(u) else 0.0
+                         for u in (r["update_ratio"] for r in chain)]
+    diverged = not math.isfinite(report.loss)
+    fired = set(peers.autotrainer(p, None))
+    fired |= set(peers.sagemaker({**p, "inactive": [], "preact_rms": []}, "other", diverged))
+    for kinds, activation in ((RELU_KINDS, "relu"), (SQUASH_KINDS, "sigmoid")):
+        acts = [a for a in report.activations if a["module"] in kinds]
+        if acts:
+            fired |= set(peers.sagemaker({**p, "inactive": [a["inactive"] for a in acts],
+                                          "preact_rms": [a["preact_rms"] for a in acts]},
+                                         activation, diverged))
+    at = [f for f in fired if f in ("vanishing gradient", "exploding gradient", "dying ReLU")]
+    return {"AUTOTRAINER": sorted({peers.RULE_VERDICT[f] for f in at}),
+            "SageMaker": sorted({peers.RULE_VERDICT[f] for f in fired if f not in at})}
+
+
+TORCHMORTEM_CAUSES = (("Vanishing gradients", "vanishing"), ("Gradient stalling", "vanishing"),
+                      ("Update ratio too low", "vanishing"),
+                      ("Exploding gradients", "exploding"), ("Weight norm explosion", "exploding"),
+                      ("Update ratio too high", "exploding"), ("Dead units", "dead units"),
+                      ("Activation saturation", "saturated"),
+                      ("Training divergence", "diverged"))
+"""torchmortem's finding titles (their start) as the vgbench verdict each names; any other
+warning (a loss plateau, gradient noise, rank collapse, ...) is an alarm of no such cause."""
+
+
+def torchmortem_case(name: str, twin: str | None, seed: int, steps: int | None = None,
+                     dataset=None) -> dict:
+    """The same case trained again (setup() gives the same model, optimizer and batches)
+    inside torchmortem's Autopsy (its default sampling, the loss after every step, as its
+    README shows); its warnings and critical findings, the causes they name, its step time
+    and accuracy (the same as without it when it changes nothing)."""
+    from torchmortem import Autopsy
+
+    net, recipe, opt, task = setup(name, twin, seed, steps, dataset)
+    with Autopsy(net, optimizer=opt) as autopsy:
+        out = train(net, recipe, opt, task, each_step=lambda loss: autopsy.step(loss=loss))
+    findings = [f for f in autopsy.get_report().findings if f.severity.name != "INFO"]
+    causes = sorted({next((c for start, c in TORCHMORTEM_CAUSES if f.title.startswith(start)),
+                          "other") for f in findings})
+    return {"calls": causes, "findings": sorted({f.title for f in findings}),
+            "step_ms": out["step_ms"], "acc": out["acc"]}
+
+
+def torchmortem_paired(name: str, twin: str | None, seed: int, steps: int = 20) -> dict:
+    """torchmortem's cost and effect, side by side in one process: two copies of the case
+    (setup() twice: the same model, optimizer and batches, and the same random draws), one
+    inside Autopsy, stepped in turn for `steps` steps. Median ms per step of each, and whether the two losses stayed
+    equal at every step (Autopsy changes nothing in training)."""
+    from torchmortem import Autopsy
+
+    runs = [setup(name, twin, seed, steps) for _ in range(2)]
+    rng = [torch.get_rng_state()] * 2  # each run its own draws (dropout), the same ones
+    autopsy = Autopsy(runs[1][0], optimizer=runs[1][2])
+    autopsy.attach()
+    times: list[list[float]] = [[], []]
+    losses: list[list[float]] = [[], []]
+    try:
+        for net, _, _, _ in runs:
+            net.train()
+        for step in range(steps):
+            for k, (net, _, opt, task) in enumerate(runs):
+                xb, yb = task.batch(step)
+                torch.set_rng_state(rng[k])
+                t0 = time.perf_counter()
+                loss = F.cross_entropy(net(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses[k].append(loss.item())
+                if k:
+                    autopsy.step(loss=losses[k][-1])
+                times[k].append(time.perf_counter() - t0)
+                rng[k] = torch.get_rng_state()
+    finally:
+        autopsy.detach()
+    ms = [1000 * sorted(t)[len(t) // 2] for t in times]
+    return {"steps": steps, "plain_ms": round(ms[0], 2), "autopsy_ms": round(ms[1], 2),
+            "same_losses": losses[0] == losses[1]}
+
+
+def peer_judge(record: dict, calls: list[str]) -> str:
+    """judge() for a peer's calls (several causes at once: right when one is the twin's)."""
+    if record["learned"]:
+        return "right" if not calls else "false alarm"
+    if not calls:
+        return "missed"
+    return "right" if set(calls) & set(record["expected"]) else "wrong cause"
 
 
 def judge(record: dict) -> str:
