@@ -29,7 +29,7 @@ def calls(r: dict, tool: str) -> list[str] | None:
     """A tool's calls on a case ([]: healthy; None: not run on it)."""
     if tool == "vgbench":
         return [] if r["verdict"] == "healthy" else [r["verdict"]]
-    if tool == "torchmortem":
+    if tool == "torchmortem":  # None also where it could not train the model
         return r["torchmortem"]["calls"] if "torchmortem" in r else None
     return r.get("peers", {}).get(tool)
 
@@ -38,6 +38,8 @@ def table(records: list[dict]) -> str:
     from tabulate import tabulate
 
     def shown(r, tool):
+        if tool == "torchmortem" and r.get("torchmortem", {}).get("error"):
+            return "could not train it"
         c = calls(r, tool)
         return "-" if c is None else ", ".join(c) or "healthy"
     rows = [[r["model"], r["twin"], r["seed"], f"{r['acc']:.3f}",
@@ -51,7 +53,7 @@ def table(records: list[dict]) -> str:
 
 
 def _paired(r: dict) -> str:
-    p = r.get("torchmortem", {}).get("paired")
+    p = (r.get("torchmortem") or {}).get("paired")
     return f"{p['autopsy_ms'] / p['plain_ms']:.2f}" if p else "-"
 
 
@@ -82,7 +84,12 @@ def summary(records: list[dict]) -> str:
     text = tabulate(rows, headers=["tool", "false alarms / runs that learned",
                                    "right cause / runs that did not", "missed"],
                     tablefmt="github")
-    both = [r["torchmortem"]["paired"] for r in records if "paired" in r.get("torchmortem", {})]
+    failed = sorted({r["torchmortem"]["error"] for r in records
+                     if r.get("torchmortem", {}).get("error")})
+    if failed:
+        n = sum(bool(r.get("torchmortem", {}).get("error")) for r in records)
+        text += f"\n\ntorchmortem could not train {n} cases: {'; '.join(failed)}"
+    both = [r["torchmortem"]["paired"] for r in records if r.get("torchmortem", {}).get("paired")]
     if both:
         ratio = sorted(p["autopsy_ms"] / p["plain_ms"] for p in both)
         same = sum(p["same_losses"] for p in both)
@@ -153,12 +160,16 @@ def main(argv=None) -> int:
             steps = r["steps"] if r["steps"] != zoo.MODELS[name].recipe.steps else None
             if "torchmortem" not in r:
                 r["torchmortem"] = zoo.torchmortem_case(name, twin, seed, steps)
-            r["torchmortem"]["paired"] = zoo.torchmortem_paired(name, twin, seed)
+            if r["torchmortem"]["calls"] is not None:  # else it could not train this model
+                r["torchmortem"]["paired"] = zoo.torchmortem_paired(name, twin, seed)
+            else:
+                r["torchmortem"]["paired"] = None
             tmp = path.with_suffix(".tmp")  # rewritten whole: the record has grown
             tmp.write_text("".join(json.dumps(x) + "\n" for x in done.values()))
             tmp.replace(path)
+            tm = r["torchmortem"]
             print(f"{name:20s} {twin or '-':8s} seed {seed}: torchmortem "
-                  f"{', '.join(r['torchmortem']['calls']) or 'healthy'}", flush=True)
+                  f"{tm.get('error') or ', '.join(tm['calls']) or 'healthy'}", flush=True)
     records = [done[(n, t or "-", s)] for n, t, s in todo]
     text = table(records) + "\n\n" + summary(records)
     text += f"\n\nwall {time.perf_counter() - t0:.0f} s\n"

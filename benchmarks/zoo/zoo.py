@@ -446,12 +446,16 @@ def torchmortem_case(name: str, twin: str | None, seed: int, steps: int | None =
     """The same case trained again (setup() gives the same model, optimizer and batches)
     inside torchmortem's Autopsy (its default sampling, the loss after every step, as its
     README shows); its warnings and critical findings, the causes they name, its step time
-    and accuracy (the same as without it when it changes nothing)."""
+    and accuracy (the same as without it when it changes nothing); or, where it cannot train
+    the model at all, calls None and the error."""
     from torchmortem import Autopsy
 
     net, recipe, opt, task = setup(name, twin, seed, steps, dataset)
-    with Autopsy(net, optimizer=opt) as autopsy:
-        out = train(net, recipe, opt, task, each_step=lambda loss: autopsy.step(loss=loss))
+    try:
+        with Autopsy(net, optimizer=opt) as autopsy:
+            out = train(net, recipe, opt, task, each_step=lambda loss: autopsy.step(loss=loss))
+    except RuntimeError as exc:  # its full backward hooks and in-place ReLUs (torchvision)
+        return {"calls": None, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
     findings = [f for f in autopsy.get_report().findings if f.severity.name != "INFO"]
     causes = sorted({next((c for start, c in TORCHMORTEM_CAUSES if f.title.startswith(start)),
                           "other") for f in findings})
