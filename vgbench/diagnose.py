@@ -233,8 +233,8 @@ def diagnose(point: dict, theory: dict | None = None, moment: str = "",
     lowered = loss is not None and after is not None and after < loss  # NaN: it rose
     step = point.get("update_scaled") or upd  # against at least the default init's scale
     big = max(sensitive, key=lambda i: step[i]) if sensitive else None
-    vetoed = adaptive and lowered and step[big] < REPLACE_STEP if big is not None else True
-    if big is not None and step[big] > EXPLODE_UPDATE and not vetoed:
+    if big is not None and step[big] > EXPLODE_UPDATE and not (
+            adaptive and lowered and step[big] < REPLACE_STEP):
         rose = "" if loss is None or after is None else (
             f"; the step takes the batch's loss from {_g(loss)} to {_g(after)}")
         return verdict("exploding", big + 1,

@@ -424,7 +424,8 @@ class Updater:
         change of those elements), every element of every parameter once, in order."""
         coef = 1.0
         if self.clip_norm is not None:  # as nn.utils.clip_grad_norm_ does in training
-            total = torch.stack([_scaled(g, p, scale, slice(None)).norm()
+            total = torch.stack([_joined([_scaled(g, p, scale, piece).norm()
+                                          for piece in _pieces(p.numel())])
                                  for g, p in zip(grads, self.params)]).norm()
             coef = (self.clip_norm / (total + 1e-6)).clamp(max=1.0)
         if type(self.opt) not in ELEMENTWISE:
@@ -568,8 +569,9 @@ class Probe:
                            f"{len(layout_acts)} when the layout was found: the "
                            "activations are matched in call order as far as they go")
         with torch.no_grad():
+            norms = [_norm64(w) for w in weights]  # float64, once: |cos|, the step's ratio
             # every metric but the two of the step, while the gradients are here
-            layer = _layer_rows(weights, grads, rms, self.w0)
+            layer = _layer_rows(weights, grads, rms, self.w0, norms)
             hidden = (torch.stack(stats).T.tolist() if stats
                       else [[] for _ in HIDDEN_METRICS])
             update = [math.nan] * len(weights)
@@ -584,12 +586,11 @@ class Probe:
                     self.notes.add(f"update_ratio not measured: the optimizer's step could not "
                                    f"be taken on a twin ({type(exc).__name__}: {exc})")
                 else:
-                    update = [_ratio(steps[index[id(w)]], w) if id(w) in index else 0.0
-                              for w in weights]
-                    gain = _ratio(torch.stack(doubled), torch.stack(steps))
-            norms = [_norm(w) for w in weights]
+                    update = [_ratio(steps[index[id(w)]], n) if id(w) in index else 0.0
+                              for w, n in zip(weights, norms)]
+                    gain = _ratio(torch.stack(doubled), torch.stack(steps).norm())
             scaled = [u * n / max(n, default_norm(w)) if n > 0 else u  # NaN stays NaN
-                      for u, n, w in zip(update, norms, weights)]
+                      for u, n, w in zip(update, map(float, norms), weights)]
             for key, values in (("update_ratio", update), ("update_scaled", scaled)):
                 layer.insert(LAYER_METRICS.index(key),  # in each weight's dtype, as the rest
                              [torch.as_tensor(v, dtype=w.dtype).item()
@@ -635,12 +636,13 @@ class Probe:
                     params[i].copy_(k)
 
 
-def _layer_rows(weights, grads, rms, starts) -> list[list[float]]:
+def _layer_rows(weights, grads, rms, starts, norms) -> list[list[float]]:
     """Per metric of LAYER_METRICS but update_ratio and update_scaled, its value for each
     weight (in the weight's dtype), from the weights, their gradients (None: none), the
-    per-example RMS norms and the initial weights (None: not kept)."""
+    per-example RMS norms, the initial weights (None: not kept) and the weights' float64
+    norms (_norm64)."""
     rows = []
-    for w, g_w, r, w0 in zip(weights, grads, rms, starts):
+    for w, g_w, r, w0, w_norm in zip(weights, grads, rms, starts, norms):
         a = w.detach().abs()
         g_w = torch.zeros_like(a) if g_w is None else g_w
         r = a.new_tensor(math.nan) if r is None else r  # not measured
@@ -658,7 +660,7 @@ def _layer_rows(weights, grads, rms, starts) -> list[list[float]]:
             g_w.abs().mean(),
             (g_w == 0).float().mean(),
             spread[1] - spread[0],
-            _cos(g_w, w).to(a.dtype),
+            _cos(g_w, w, w_norm).to(a.dtype),
         ]))
     return torch.stack(rows).T.tolist()  # (metric, layer); one host sync
 
@@ -676,10 +678,6 @@ def _add(p: torch.Tensor, piece: slice, d: torch.Tensor) -> None:
         flat = p.detach().reshape(-1)
         flat[piece] += d.to(p.dtype)
         p.detach().copy_(flat.view(p.shape))
-
-
-def _norm(w: torch.Tensor) -> float:
-    return float(_norm64(w))
 
 
 def _norm64(t: torch.Tensor) -> torch.Tensor:
@@ -705,16 +703,16 @@ def default_norm(w: torch.Tensor) -> float:
     return math.sqrt(w.numel() / (3 * fan_in))
 
 
-def _cos(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """|cos| of the angle between g and w, in float64 (0 where either is all zeros)."""
-    norms = _norm64(g) * _norm64(w)
+def _cos(g: torch.Tensor, w: torch.Tensor, w_norm: torch.Tensor) -> torch.Tensor:
+    """|cos| of the angle between g and w (w_norm = _norm64(w)), in float64 (0 where either is
+    all zeros)."""
+    norms = _norm64(g) * w_norm
     return _dot64(g, w).abs() / norms if norms > 0 else norms
 
 
-def _ratio(delta: torch.Tensor, w: torch.Tensor) -> float:
-    """||delta|| / ||w|| (delta may be a norm already); NaN for a weight that is all zeros (a
-    ratio to nothing)."""
-    norm = _norm64(w)
+def _ratio(delta: torch.Tensor, norm: torch.Tensor) -> float:
+    """||delta|| / norm (delta may be a norm already; norm a float64 norm, e.g. _norm64 of the
+    weight); NaN where norm is 0 (a ratio to nothing)."""
     return (delta.norm() / norm).item() if norm > 0 else math.nan
 
 

@@ -101,6 +101,18 @@ def summary(records: list[dict]) -> str:
     return text
 
 
+def _steps(r: dict) -> int | None:
+    """A finished case's budget as run_case was given it (None: the recipe's own)."""
+    return r["steps"] if r["steps"] != zoo.MODELS[r["model"]].recipe.steps else None
+
+
+def _save(path: Path, done: dict) -> None:
+    """results.jsonl rewritten whole (records have changed), atomically."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+    tmp.replace(path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=None, help="comma-separated (default: all)")
@@ -134,16 +146,13 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if args.reinspect:
         for key, r in done.items():
-            steps = r["steps"] if r["steps"] != zoo.MODELS[r["model"]].recipe.steps else None
             *_, fresh = zoo.verdict(r["model"], None if r["twin"] == "-" else r["twin"],
-                                    r["seed"], steps)
+                                    r["seed"], _steps(r))
             if fresh["verdict"] != r["verdict"]:
                 print(f"{' '.join(map(str, key))}: {r['verdict']} -> {fresh['verdict']}")
             r.update({k: fresh[k] for k in ("verdict", "why", "expected", "inspect_s",
                                             "peers")})
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
-        tmp.replace(path)
+        _save(path, done)
         todo = [(n, t, s) for n, t, s in todo if (n, t or "-", s) in done]
     for name, twin, seed in todo:
         key = (name, twin or "-", seed)
@@ -157,16 +166,13 @@ def main(argv=None) -> int:
                   f"{r['train_s']:.0f} s)", flush=True)
         r = done[key]
         if args.peers and ("torchmortem" not in r or "paired" not in r["torchmortem"]):
-            steps = r["steps"] if r["steps"] != zoo.MODELS[name].recipe.steps else None
             if "torchmortem" not in r:
-                r["torchmortem"] = zoo.torchmortem_case(name, twin, seed, steps)
+                r["torchmortem"] = zoo.torchmortem_case(name, twin, seed, _steps(r))
             if r["torchmortem"]["calls"] is not None:  # else it could not train this model
                 r["torchmortem"]["paired"] = zoo.torchmortem_paired(name, twin, seed)
             else:
                 r["torchmortem"]["paired"] = None
-            tmp = path.with_suffix(".tmp")  # rewritten whole: the record has grown
-            tmp.write_text("".join(json.dumps(x) + "\n" for x in done.values()))
-            tmp.replace(path)
+            _save(path, done)
             tm = r["torchmortem"]
             print(f"{name:20s} {twin or '-':8s} seed {seed}: torchmortem "
                   f"{tm.get('error') or ', '.join(tm['calls']) or 'healthy'}", flush=True)

@@ -501,7 +501,8 @@ def torchmortem_paired(name: str, twin: str | None, seed: int, steps: int = 20) 
 
 
 def peer_judge(record: dict, calls: list[str]) -> str:
-    """judge() for a peer's calls (several causes at once: right when one is the twin's)."""
+    """judge() for any tool's calls ([]: healthy; several causes at once: right when one is
+    the twin's)."""
     if record["learned"]:
         return "right" if not calls else "false alarm"
     if not calls:
@@ -514,12 +515,7 @@ def judge(record: dict) -> str:
     that did not learn), 'wrong cause' (an alarm, not the twin's cause, on a run that did not
     learn), or 'not broken' (a twin that learned anyway, read healthy: right, and counted as
     a healthy design)."""
-    healthy = record["verdict"] == "healthy"
-    if record["learned"]:
-        return "right" if healthy else "false alarm"
-    if healthy:
-        return "missed"
-    return "right" if record["verdict"] in record["expected"] else "wrong cause"
+    return peer_judge(record, [] if record["verdict"] == "healthy" else [record["verdict"]])
 
 
 def cases(models=None, twins=None, seeds=(0,)) -> list[tuple[str, str | None, int]]:
