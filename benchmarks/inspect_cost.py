@@ -105,6 +105,9 @@ def _peak(job: tuple) -> tuple[float, float]:
 
 
 def memory(args) -> None:
+    if not Path("/proc/self/clear_refs").exists():
+        raise SystemExit("inspect_cost.py --memory reads Linux's /proc/self (the peak resident "
+                         "memory and its reset); this system has none")
     rows = []
     if not args.default_malloc:  # read by glibc as each measuring process starts
         os.environ["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)

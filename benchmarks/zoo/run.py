@@ -130,6 +130,12 @@ def main(argv=None) -> int:
                          "are kept: they do not depend on vgbench), rewrite results.jsonl, and "
                          "run nothing new")
     args = ap.parse_args(argv)
+    if args.peers:
+        try:
+            import torchmortem  # noqa: F401
+        except ImportError:
+            ap.error("--peers runs torchmortem, which is not installed: "
+                     "pip install -e '.[peers]'")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
