@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 from tabulate import tabulate
 
-from vgbench import data, registry, train
+from vgbench import data, machine, registry, train
 
 
 def paired_epoch_times(name: str, splits, epochs: int) -> dict[bool, list[float]]:
@@ -39,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = train.resolve_device(args.device)
+    device = machine.resolve_device(args.device)
     splits = data.split(data.load_cached(device=device), 42)
     rows = []
     for name in args.remedy or ["baseline", "relu", "batchnorm"]:

@@ -2,7 +2,7 @@
 
 A comparison, not a feature of the library: each peer rule is written here from its
 published definition and default thresholds (not from its code) and applied to the
-measurements vgbench's probe records in every history (vgbench/diagnostics.py). For every
+measurements vgbench's probe records in every history (vgbench/probe.py). For every
 run of the folders given (`pytest benchmarks --vg-out DIR` or `vgbench run --out DIR`) it
 prints, per moment (init, epoch 1, end), each tool's verdict, whether it agrees with the
 ground truth the registry declares for that run (vgbench/registry.py, `diagnoses=`, with
@@ -46,8 +46,9 @@ from tabulate import tabulate
 
 from vgbench import diagnose, registry
 from vgbench.diagnostics import slope_profile
+from vgbench.point import Point
 from vgbench.model import ACTIVATION_MODULES
-from vgbench.train import History
+from vgbench.history import History
 
 TOOLS = ("vgbench", "AUTOTRAINER", "SageMaker")
 RULE_VERDICT = {
@@ -140,7 +141,7 @@ def rows_for(h: History) -> dict:
         i = diagnose.MOMENT_POINTS[moment]
         if moment == "epoch1" and len(d["epoch"]) < 2:
             continue
-        p = diagnose.point(d, i)
+        p = Point.at(d, i).metrics()
         acc = None if d["epoch"][i] == 0 else h.train_acc[d["epoch"][i] - 1]
         diverged = h.diverged and moment == "end"
         v = diagnosis.get(moment)

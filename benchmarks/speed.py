@@ -45,7 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 from torch.utils.data import DataLoader, random_split
 
-from vgbench import data, model, registry, train
+from vgbench import data, machine, model, registry, train
 from vgbench.config import option_type
 from vgbench.model import IN_DIM, N_CLASS, build
 
@@ -112,11 +112,11 @@ class Floor:
 
     def epoch(self) -> float:
         """Seconds for one pass over the GEMMs, the device synchronized."""
-        train.sync(self.device)
+        machine.sync(self.device)
         t0 = time.perf_counter()
         for fn, args in self.calls:
             fn(*args)
-        train.sync(self.device)
+        machine.sync(self.device)
         return time.perf_counter() - t0
 
 
@@ -158,7 +158,7 @@ class OpsAlone(TorchDispatchMode):
         """{op: seconds}: each signature's median over `loops` loops of `reps` warm calls, times
         its count; views and other metadata-only ops under 'views'."""
         out = Counter()
-        with train.flush_denormals():
+        with machine.flush_denormals():
             for func, args, kwargs, count in self.calls.values():
                 name = func.overloadpacket.__name__
                 for _ in range(2):
@@ -177,7 +177,7 @@ class OpsAlone(TorchDispatchMode):
 @contextmanager
 def speedups_off():
     """This version's CPU speed-ups switched off, for a before/after in one process."""
-    real_flush, real_opt = train.flush_denormals, model.make_optimizer
+    real_flush, real_opt = machine.flush_denormals, model.make_optimizer
 
     def per_tensor(params, cfg, parts=model.DEFAULT_PARTS, capturable=False):
         opt = real_opt(params, cfg, parts, capturable)
@@ -186,12 +186,12 @@ def speedups_off():
             group["foreach"] = False
         return opt
 
-    train.flush_denormals = nullcontext
+    machine.flush_denormals = nullcontext
     model.make_optimizer = per_tensor
     try:
         yield
     finally:
-        train.flush_denormals, model.make_optimizer = real_flush, real_opt
+        machine.flush_denormals, model.make_optimizer = real_flush, real_opt
 
 
 @dataclass
@@ -299,7 +299,7 @@ def course_epochs(root: Path, device: torch.device, epochs: int) -> list[float]:
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
     times = []
     for _ in range(epochs):
-        train.sync(device)
+        machine.sync(device)
         t0 = time.perf_counter()
         model.train()
         for x, y in train_loader:
@@ -316,7 +316,7 @@ def course_epochs(root: Path, device: torch.device, epochs: int) -> list[float]:
                 x, y = x.to(device), y.to(device)
                 outputs = model(x)
                 criterion(outputs, y).item(), (torch.argmax(outputs, 1) == y).sum().item()
-        train.sync(device)
+        machine.sync(device)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -341,7 +341,7 @@ def main() -> None:
                    help="also time the course project's own loop (baseline)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    device = train.resolve_device(args.device)
+    device = machine.resolve_device(args.device)
     names = registry.names() if args.all else args.remedy or ["baseline"]
     splits = data.split(data.load_cached(device=device), 42)
     rows, timings = [], {}

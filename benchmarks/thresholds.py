@@ -20,8 +20,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vgbench import expect, harness, reference, registry
-from vgbench.train import History
+from vgbench import expect, reference, registry, session
+from vgbench.history import History
 
 
 def load_runs(folder: Path) -> dict[tuple[str, int], History]:
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder", type=Path, nargs="+",
                    help="run folders (grad_gain_init needs the baseline's runs among them)")
-    p.add_argument("--budget", choices=list(harness.BUDGETS), default="full")
+    p.add_argument("--budget", choices=list(session.BUDGETS), default="full")
     p.add_argument("--remedies", action="append", metavar="FILE",
                    help="also load the remedies of this file (its REMEDIES)")
     p.add_argument("--save-reference", type=Path, metavar="FILE",
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         base = runs.get(("baseline" if depth is None else f"baseline-depth{depth}", seed))
         metrics[key, seed] = expect.metrics(h, base.grad_ratio_init if base else None)
     rows, failed = [], 0
-    for key in sorted({k for k, _ in runs}, key=harness._order):
+    for key in sorted({k for k, _ in runs}, key=session.key_order):
         name, depth = _split_key(key)
         if name not in registry.REMEDIES:
             continue
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
                          "ok" if all(held) else "FAILS"])
     print(tabulate(rows, headers=["remedy", "check", "seeds", "observed", "worst", "status"]))
     if args.save_reference:
-        settings = harness.Settings(budget=args.budget)
+        settings = session.Settings(budget=args.budget)
         for (key, seed), h in runs.items():
             name, depth = _split_key(key)
             want = settings.config(registry.get(name), seed, depth).total_epochs

@@ -18,7 +18,7 @@ def pytest_configure(config):
     if n_workers > 1:
         import torch
 
-        from vgbench.harness import worker_threads
+        from vgbench.session import worker_threads
 
         torch.set_num_threads(worker_threads(n_workers))
 

@@ -12,9 +12,16 @@ from torch import nn
 
 from tests.test_train import tiny_splits
 from vgbench import diagnose, diagnostics, expect, registry, train
+from vgbench.history import History
+from vgbench.point import Point
 from vgbench.config import Config
 from vgbench.model import Parts
 
+
+
+def judge(point: dict, **kw) -> diagnose.Verdict:
+    """diagnose on a hand-made point, given as its metrics."""
+    return diagnose.diagnose(Point(**point), **kw)
 
 def negative_biases(m: nn.Linear, cfg) -> None:
     """Every bias at -3: a He-initialized ReLU unit is then off for nearly every input."""
@@ -63,7 +70,7 @@ def test_the_diagnosis_round_trips_through_the_history(tmp_path, tiny):
     assert set(h.diagnosis) == {"init", "epoch1", "end"}
     assert h.diagnosis["end"]["epoch"] == 2 and h.diagnosis["init"]["epoch"] == 0
     h.to_json(tmp_path / "h.json")
-    assert train.History.from_json(tmp_path / "h.json").diagnosis == h.diagnosis
+    assert History.from_json(tmp_path / "h.json").diagnosis == h.diagnosis
 
 
 def test_vanishing_names_the_first_layer_and_its_numbers(tiny):
@@ -199,24 +206,24 @@ def test_probing_the_update_leaves_the_optimizer_alone(tiny):
 def test_exploding_reads_the_layers_and_the_optimizer_it_can_judge():
     big = {"grad_rms": [1.0] * 4, "update_ratio": [1e-3, 0.2, 1e-3, 1e-3],
            "saturated": [0.0] * 3, "dead": [0.0] * 3, "preact_rms": [0.5] * 3}
-    assert diagnose.diagnose(big).verdict == "exploding"  # no more evidence: as before
+    assert judge(big).verdict == "exploding"  # no more evidence: as before
     # a norm follows layer 2 (the loss ignores its scale): its large step only turns it
     free = {**big, "grad_cos": [0.1, diagnose.SCALE_FREE / 2, 0.1, 0.1]}
-    assert diagnose.diagnose(free).verdict == "healthy"
-    assert diagnose.diagnose({**free, "grad_cos": [0.1] * 4}).layer == 2
+    assert judge(free).verdict == "healthy"
+    assert judge({**free, "grad_cos": [0.1] * 4}).layer == 2
     # Adam's first step is its learning rate: large, but the loss falls -> not exploding
     adam = {**big, "step_gain": 1.0, "loss": 2.3, "loss_after_step": 2.1}
-    assert diagnose.diagnose(adam).verdict == "healthy"
-    assert diagnose.diagnose({**adam, "loss_after_step": 2.4}).verdict == "exploding"
-    assert diagnose.diagnose({**adam, "loss_after_step": math.nan}).verdict == "exploding"
+    assert judge(adam).verdict == "healthy"
+    assert judge({**adam, "loss_after_step": 2.4}).verdict == "exploding"
+    assert judge({**adam, "loss_after_step": math.nan}).verdict == "exploding"
     # SGD's step grows with the gradient: a large one is exploding even if the loss falls
     sgd = {**adam, "step_gain": 2.0}
-    v = diagnose.diagnose(sgd)
+    v = judge(sgd)
     assert v.verdict == "exploding" and "from 2.3 to 2.1" in v.why
     # a step as large as the weight itself replaces it: exploding even if this batch's loss falls
     replace_ = {**adam, "update_scaled": [1e-3, diagnose.REPLACE_STEP * 1.5, 1e-3, 1e-3]}
-    assert diagnose.diagnose(replace_).verdict == "exploding"
-    assert diagnose.diagnose({**replace_, "update_scaled": [1e-3, 0.5, 1e-3, 1e-3]}
+    assert judge(replace_).verdict == "exploding"
+    assert judge({**replace_, "update_scaled": [1e-3, 0.5, 1e-3, 1e-3]}
                              ).verdict == "healthy"
 
 
@@ -228,37 +235,37 @@ def test_a_step_that_raises_the_batchs_loss_at_init_overshoots():
             "dead": [0.0] * 3, "preact_rms": [0.5] * 3, "step_gain": 1.0, "loss": 2.3}
     rise = {**calm, "loss_after_step": 2.3 * (1 + diagnose.OVERSHOOT) + 0.05}
     for moment in ("init", "inspect"):
-        v = diagnose.diagnose(rise, moment=moment)
+        v = judge(rise, moment=moment)
         assert v.verdict == "exploding" and v.layer is None and "overshoots" in v.why
-    assert diagnose.diagnose(rise, moment="end").verdict == "healthy"
-    assert diagnose.diagnose({**calm, "loss_after_step": 2.35}, moment="init").verdict == "healthy"
-    assert diagnose.diagnose({**calm, "loss_after_step": 2.0}, moment="init").verdict == "healthy"
+    assert judge(rise, moment="end").verdict == "healthy"
+    assert judge({**calm, "loss_after_step": 2.35}, moment="init").verdict == "healthy"
+    assert judge({**calm, "loss_after_step": 2.0}, moment="init").verdict == "healthy"
 
 
 def test_diagnose_on_hand_made_points():
     base = {"grad_rms": [1e-6, 1e-4, 1e-2, 1.0], "update_ratio": [1e-9, 1e-7, 1e-5, 1e-3],
             "saturated": [0.0, 0.0, 0.0], "dead": [0.0, 0.0, 0.0],
             "preact_rms": [0.5, 0.5, 0.5]}
-    assert diagnose.diagnose(base).verdict == "vanishing"
+    assert judge(base).verdict == "vanishing"
     # dead units are the cause where they explain the loss of gradient, not where it vanishes
     # by far more than they take (a layer with 60% dead passes sqrt(0.4) of the norm)
-    assert diagnose.diagnose({**base, "dead": [0.0, 0.6, 0.0]}).verdict == "vanishing"
-    assert diagnose.diagnose({**base, "dead": [0.0, 1.0, 0.0]}).layer == 2
+    assert judge({**base, "dead": [0.0, 0.6, 0.0]}).verdict == "vanishing"
+    assert judge({**base, "dead": [0.0, 1.0, 0.0]}).layer == 2
     flowing = {**base, "grad_rms": [1.0] * 4, "update_ratio": [1e-3] * 4}
-    assert diagnose.diagnose({**flowing, "dead": [0.0, 0.6, 0.0]}).verdict == "dead units"
-    assert diagnose.diagnose({**base, "saturated": [0.4, 0.6, 0.7]}).layer == 2
-    assert diagnose.diagnose({**base, "saturated": [0.0, 0.0, 0.9]}).verdict == "vanishing"
+    assert judge({**flowing, "dead": [0.0, 0.6, 0.0]}).verdict == "dead units"
+    assert judge({**base, "saturated": [0.4, 0.6, 0.7]}).layer == 2
+    assert judge({**base, "saturated": [0.0, 0.0, 0.9]}).verdict == "vanishing"
     # a smooth activation's exact zeros are saturation, not dead units
     sig = {**base, "dead": [0.0, 0.9, 0.0], "rectifier": [False] * 3}
-    assert diagnose.diagnose(sig).verdict == "vanishing"
+    assert judge(sig).verdict == "vanishing"
     flat = {**base, "grad_rms": [1.0] * 4, "update_ratio": [1e-7] * 4}
-    assert diagnose.diagnose(flat).verdict == "frozen"
-    assert diagnose.diagnose({**flat, "update_ratio": [1e-3] * 4}).verdict == "healthy"
-    assert diagnose.diagnose({**flat, "update_ratio": [1e-3, 1e-3, 2.0, 1e-3]}).layer == 3
-    assert diagnose.diagnose({**flat, "grad_rms": [math.nan] * 4}).verdict == "diverged"
+    assert judge(flat).verdict == "frozen"
+    assert judge({**flat, "update_ratio": [1e-3] * 4}).verdict == "healthy"
+    assert judge({**flat, "update_ratio": [1e-3, 1e-3, 2.0, 1e-3]}).layer == 3
+    assert judge({**flat, "grad_rms": [math.nan] * 4}).verdict == "diverged"
     # Adam: the first layer's gradient vanishes, its update does not -> not vanishing
     adam = {**base, "update_ratio": [6e-3, 1e-2, 2e-2, 2e-2]}
-    assert diagnose.diagnose(adam).verdict == "healthy"
+    assert judge(adam).verdict == "healthy"
 
 
 def test_time_is_depth_in_the_verdict():
@@ -266,18 +273,18 @@ def test_time_is_depth_in_the_verdict():
     when the weight chain looks healthy; at or above VANISH_TIME, or undefined, it is not."""
     ok = {"grad_rms": [1.0, 1.0], "update_ratio": [1e-3, 1e-3], "saturated": [0.0],
           "dead": [0.0], "preact_rms": [0.5]}
-    assert diagnose.diagnose(ok).verdict == "healthy"
+    assert judge(ok).verdict == "healthy"
     lost = {**ok, "through_time": [{"layer": 1, "steps": 100, "ratio": 1e-20}]}
-    v = diagnose.diagnose(lost)
+    v = judge(lost)
     assert (v.verdict, v.layer, v.evidence["time_steps"]) == ("vanishing", 1, 100)
     assert v.evidence["gain_per_step"] == pytest.approx(1e-20 ** (1 / 99))
     assert "through time, over 100 steps" in v.why
     for ratio in (diagnose.VANISH_TIME, 0.5, math.nan):
         kept = {**ok, "through_time": [{"layer": 1, "steps": 100, "ratio": ratio}]}
-        assert diagnose.diagnose(kept).verdict == "healthy"
+        assert judge(kept).verdict == "healthy"
     # depth first: a vanishing weight chain is named as such
     deep = {**lost, "grad_rms": [1e-6, 1.0], "update_ratio": [1e-9, 1e-3]}
-    assert "through time" not in diagnose.diagnose(deep).why
+    assert "through time" not in judge(deep).why
 
 
 def test_prediction_from_init_and_epoch1():

@@ -1,7 +1,6 @@
 """Per-layer diagnostics: the measures themselves and that probing changes nothing."""
 
 import copy
-import dataclasses
 from types import SimpleNamespace
 from dataclasses import replace
 
@@ -14,8 +13,8 @@ from vgbench.config import Config
 from vgbench.model import build
 from torch import nn
 
-from vgbench.diagnostics import (HIDDEN_METRICS, LAYER_METRICS, activation_stats,
-                                 slope_profile, slopes)
+from vgbench.diagnostics import activation_stats, slope_profile, slopes
+from vgbench.point import HIDDEN_METRICS, LAYER_METRICS
 
 
 def test_saturation_and_dead_units_on_hand_made_inputs():
@@ -151,9 +150,9 @@ def test_the_updater_steps_piece_by_piece_as_the_whole_optimizer_would(kind, mon
     deep-copied whole optimizer's step (bit for bit in one piece, as the suite's weights
     are), is the real step to float32's rounding, and leaves the real optimizer and weights
     as they were."""
-    from vgbench import diagnostics
-    from vgbench.diagnostics import Updater
-    monkeypatch.setattr(diagnostics, "CHUNK", 7)
+    from vgbench import float64
+    from vgbench.updater import Updater
+    monkeypatch.setattr(float64, "CHUNK", 7)
     torch.manual_seed(0)
     params = [nn.Parameter(torch.randn(5, 7)), nn.Parameter(torch.randn(3)),
               nn.Parameter(torch.randn(2, 3, 3, 3).to(memory_format=torch.channels_last))]
@@ -202,7 +201,7 @@ def pieced_coef(up, grads, scale):
 def test_another_optimizer_is_copied_whole():
     """An optimizer that is not one of torch's elementwise ones (here a subclass, whose step
     may do anything) gets the whole deep copy: the same step, nothing touched."""
-    from vgbench.diagnostics import Updater
+    from vgbench.updater import Updater
 
     class Mine(torch.optim.SGD):
         def step(self, closure=None):
@@ -222,14 +221,14 @@ def test_another_optimizer_is_copied_whole():
                                  nn.Hardtanh()])
 def test_activation_statistics_in_pieces_are_the_whole(act, monkeypatch):
     """activation_stats over a few examples at a time gives what one pass over all gives."""
-    from vgbench import diagnostics
+    from vgbench import float64
     torch.manual_seed(0)
     h = torch.randn(64, 6, 5) * 4
     h[:, 0] = -1.0  # a dead unit for the rectifiers
     h[:63, 1] = -1.0  # off on all but one example: inactive, not dead
     shape = slope_profile(act)
     whole = activation_stats(act, h, *shape)
-    monkeypatch.setattr(diagnostics, "CHUNK", 61)  # two examples a piece (30 values each)
+    monkeypatch.setattr(float64, "CHUNK", 61)  # two examples a piece (30 values each)
     pieced = activation_stats(act, h, *shape)
     assert torch.allclose(pieced, whole, rtol=1e-12, atol=0)
     assert pieced[0] == whole[0] and pieced[1] == whole[1] and pieced[3] == whole[3]
@@ -239,9 +238,10 @@ def test_the_loss_after_the_step_is_the_stepped_models_and_nothing_stays_moved(m
     """take_step's loss is the loss of a copy of the model that really took the step (the
     weights in pieces, one of them channels-last), and afterwards every weight and norm
     statistic is back bit for bit."""
-    from vgbench import diagnostics
-    from vgbench.diagnostics import Probe, Updater
-    monkeypatch.setattr(diagnostics, "CHUNK", 50)
+    from vgbench import float64
+    from vgbench.probe import Probe
+    from vgbench.updater import Updater
+    monkeypatch.setattr(float64, "CHUNK", 50)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
                           nn.Linear(4 * 6 * 6, 10))

@@ -105,7 +105,7 @@ class StaleBufferGraph(train.StepGraph):
         self.stale = self.idx.clone()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.run._train_step(self.stale, zero_grad=False)
+            self.run.train_step(self.stale, zero_grad=False)
         return graph.replay
 
 

@@ -12,7 +12,8 @@ import vgbench
 from tests.test_plugin import not_an_xdist_worker  # noqa: F401 - autouse
 from vgbench import model as M
 from vgbench import diagnose, registry
-from vgbench.diagnostics import Probe, Updater
+from vgbench.probe import Probe
+from vgbench.updater import Updater
 from vgbench.inspection import InspectError
 
 pytest_plugins = ["pytester"]

@@ -11,6 +11,7 @@ import pytest
 
 from tests.test_train import tiny_splits
 from vgbench import registry, train
+from vgbench.history import History
 
 _spec = importlib.util.spec_from_file_location(
     "peers", Path(__file__).parents[1] / "benchmarks" / "peers.py")
@@ -97,7 +98,7 @@ def test_the_comparison_on_saved_runs(folder, capsys):
     rows = {r["name"]: r for r in peers.load([str(folder)])}
     assert set(rows) == {"baseline", "he_relu"}
     for name, r in rows.items():
-        h = train.History.from_json(folder / f"{name}-seed42" / "history.json")
+        h = History.from_json(folder / f"{name}-seed42" / "history.json")
         # vgbench's column is the diagnosis the run stored, recomputed the same way
         assert {m: next(iter(v)) for m, v in r["tools"]["vgbench"].items()} == {
             m: d["verdict"] for m, d in h.diagnosis.items()}

@@ -13,6 +13,7 @@ import torch
 from tests.conftest import TINY, write_dataset
 from tests.test_train import tiny_splits
 from vgbench import data, expect, files, registry, train
+from vgbench.history import History
 from vgbench.cli import main
 from vgbench.config import Config
 
@@ -30,7 +31,7 @@ def test_a_diverging_run_stops_and_records_nulls(tmp_path):
     h.to_json(tmp_path / "h.json")
     text = (tmp_path / "h.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
-    back = train.History.from_json(tmp_path / "h.json")
+    back = History.from_json(tmp_path / "h.json")
     assert back.diverged and back.diverged_epoch == 1
 
 

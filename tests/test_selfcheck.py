@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vgbench import batched, data, harness, registry, selfcheck, train
+from vgbench import batched, data, registry, selfcheck, session, summary, train
 
 LIMIT = 4096  # 3686 training samples: 7 full batches of 512, so the 4th one is captured
 
@@ -16,7 +16,7 @@ class StandIn(train.StepGraph):
     """The CUDA graph's contract on the CPU: replay() trains on whatever self.idx holds."""
 
     def record(self):
-        return lambda: self.run._train_step(self.idx)
+        return lambda: self.run.train_step(self.idx)
 
 
 class StaleBuffer(train.StepGraph):
@@ -24,7 +24,7 @@ class StaleBuffer(train.StepGraph):
 
     def record(self):
         stale = self.idx.clone()
-        return lambda: self.run._train_step(stale)
+        return lambda: self.run.train_step(stale)
 
 
 @pytest.fixture(autouse=True)
@@ -162,16 +162,16 @@ def test_mixed_up_seeds_are_caught(seed_splits):
 def test_the_harness_falls_back_to_one_by_one_and_warns(real_data, tmp_path, monkeypatch):
     monkeypatch.setattr(batched, "BatchedRun", MixedSeeds)
     monkeypatch.setattr(data, "load_cached", lambda *a, **k: real_data)
-    settings = harness.Settings(budget="quick", epochs=1, n_seeds=2, remedies=("relu",),
+    settings = session.Settings(budget="quick", epochs=1, n_seeds=2, remedies=("relu",),
                                 limit=1024, out=str(tmp_path), figures=False,
                                 batch_seeds="on", device="cpu")
-    records = [harness.run_case(c, settings) for c in settings.cases]
+    records = [session.run_case(c, settings) for c in settings.cases]
     for r, seed in zip(records, BATCH_SEEDS):
         assert r["seed"] == seed and r["batched_with"] is None
         [check] = r["self_checks"]
         assert not check["ok"] and check["what"] == selfcheck.BATCHED
     assert [r["self_checks"][0]["here"] for r in records] == [True, False]
-    words = harness.self_check_words(records)
+    words = summary.self_check_words(records)
     assert words.startswith("WARNING: the batched seeds self-check failed, 2 case(s) trained "
                             "without it: ")
     alone = train.train(replace(settings.config(registry.get("relu"), 43)),
@@ -183,5 +183,5 @@ def test_the_header_counts_passed_checks():
     ok = selfcheck.Result(selfcheck.GRAPH, True, 0.0, "w", 0.0, 1e-3, 3, 0.25)
     records = [{"self_checks": [ok.to_dict()]}, {"self_checks": [ok.elsewhere().to_dict()]},
                {"self_checks": []}]
-    assert harness.self_check_words(records) == "cuda graph self-check passed (1 check(s), 0.25 s)"
-    assert harness.self_check_words([{"self_checks": []}]) == ""
+    assert summary.self_check_words(records) == "cuda graph self-check passed (1 check(s), 0.25 s)"
+    assert summary.self_check_words([{"self_checks": []}]) == ""

@@ -6,7 +6,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vgbench import data, registry, train
+from vgbench import data, machine, registry, train
+from vgbench.history import History
 from vgbench.config import Config
 
 
@@ -48,9 +49,9 @@ def test_history_round_trips_through_json(tmp_path):
     h = train.train(cfg, tiny_splits(), "baseline")
     path = tmp_path / "h.json"
     h.to_json(path)
-    back = train.History.from_json(path)
+    back = History.from_json(path)
     assert back == h
-    assert train.History.from_json(h.to_json()) == h
+    assert History.from_json(h.to_json()) == h
     assert Config.from_dict(back.config) == cfg
 
 
@@ -132,4 +133,4 @@ def test_cuda_without_gpu_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(RuntimeError, match="no CUDA device"):
-        train.resolve_device("cuda")
+        machine.resolve_device("cuda")

@@ -19,14 +19,15 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from vgbench import model as M
 from vgbench import selfcheck
 from vgbench.config import Config
 from vgbench.data import Splits
-from vgbench.train import History, Run, _without_denormals, batch_bounds, sync
+from vgbench.history import History
+from vgbench.machine import sync, without_denormals
+from vgbench.train import Run, batch_bounds
 
 
 def unsupported(cfg: Config, parts: M.Parts = M.DEFAULT_PARTS) -> str | None:
@@ -161,7 +162,7 @@ class BatchedRun:
             for name, b in run.mlp.named_buffers():
                 b.copy_(self.buffers[name][i])
 
-    @_without_denormals
+    @without_denormals
     def step(self) -> list[dict]:
         """One epoch of every seed; returns each seed's epoch record (diverged seeds, which
         keep training in the batch, record nothing more)."""

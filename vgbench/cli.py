@@ -24,7 +24,7 @@ def _load_remedies(paths: list[str]) -> None:
 def _run(args) -> int:
     import torch
 
-    from vgbench import data, diagnose, plots, train
+    from vgbench import data, diagnose, machine, plots, train
 
     _load_remedies(args.remedies)
     remedy = registry.get(args.remedy)
@@ -42,7 +42,7 @@ def _run(args) -> int:
                          f"use --limit {cfg.batch_size} or more")
     name = remedy.name if args.depth is None else f"{remedy.name}-depth{cfg.n_layer}"
     out = files.check_writable(Path(args.out), "--out") / f"{name}-seed{cfg.seed}"
-    device = train.resolve_device(args.device)
+    device = machine.resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     ds = data.load_cached(args.data_dir, device=device)
@@ -85,7 +85,7 @@ def _list(args) -> int:
 
 def _plot(args) -> int:
     from vgbench import plots
-    from vgbench.train import History
+    from vgbench.history import History
 
     histories = []
     for d in args.run_dirs:
@@ -124,7 +124,7 @@ def _raised(path: Path, factory: str, exc: BaseException) -> str:
 def _inspect(args) -> int:
     import torch
 
-    from vgbench import data, inspection, train
+    from vgbench import data, inspection, machine
     from vgbench.registry import import_file
 
     file, _, factory = args.target.rpartition(":")
@@ -180,7 +180,7 @@ def _inspect(args) -> int:
         x = torch.randn(args.batch, *shape)
         y = torch.randint(0, args.classes, (args.batch,))
         where = f"{args.batch} random inputs of shape {shape}, {args.classes} classes"
-    device = train.resolve_device(args.device)
+    device = machine.resolve_device(args.device)
     model, x, y = model.to(device), x.to(device), y.to(device)
     try:
         report = inspection.inspect(model, x, y, lr=args.lr)

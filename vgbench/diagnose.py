@@ -1,6 +1,6 @@
 """What is wrong and where: a verdict from the probe's measurements (no training, no pytest).
 
-The probe (diagnostics.py) measures, at init and after every epoch, per layer: the
+The probe (probe.py) measures, at init and after every epoch, per layer: the
 per-example gradient norms, the step the run's optimizer would take relative to each
 weight (update ratio), and per hidden activation the saturated and dead fractions and the
 pre-activation scale. `diagnose` turns one such moment into one Verdict:
@@ -31,6 +31,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from vgbench.point import Point
+
 VERDICTS = ("healthy", "vanishing", "exploding", "saturated", "dead units", "frozen",
             "diverged")
 """Every verdict diagnose can return."""
@@ -53,7 +55,7 @@ layers with an update ratio above EXPLODE_UPDATE that a norm follows (stems, a V
 convolution) are at 2e-8..1.6e-5 (ResNet-18's conv1 on real images, where BatchNorm's eps
 makes the loss depend on its scale that little: scaling the weight by 1.01 gave the same
 1.6e-5), a factor 60 below; the heads (no norm after them) at 1e-2..6.5e-2, 10 above."""
-# exploding reads update_scaled where the probe has it (diagnostics.LAYER_METRICS): a weight
+# exploding reads update_scaled where the probe has it (point.Point): a weight
 # started below PyTorch's default scale (VGG's and timm's heads at std 0.01, a ResNet's head
 # times 0.1) is meant to grow, and a step large only next to itself is not an explosion.
 ADAPTIVE_GAIN = 1.5
@@ -184,19 +186,16 @@ def gain_per_layer(grad_rms: list[float]) -> float:
     return (first / last) ** (1 / (len(grad_rms) - 1))
 
 
-def diagnose(point: dict, theory: dict | None = None, moment: str = "",
+def diagnose(point: Point, theory: dict | None = None, moment: str = "",
              epoch: int | None = None, diverged: str | None = None) -> Verdict:
-    """The verdict for one probe point.
-
-    point: per-layer lists 'grad_rms', 'update_ratio' (per Linear, input first) and
-    'saturated', 'dead', 'preact_rms' (per hidden activation), as diagnostics.Probe
-    records them; optionally 'through_time', per recurrent layer {'layer' (its 1-based
-    place in grad_rms), 'steps', 'ratio' (first step's input gradient over the last's)}.
-    theory: the history's mean-field prediction (for the pre-activation scale against the
-    fixed point), or None. diverged: why the run diverged, if it did.
+    """The verdict for one probe point (its weights the chain the signal passes, input
+    first; its names are the sentence's). theory: the history's mean-field prediction (for
+    the pre-activation scale against the fixed point), or None. diverged: why the run
+    diverged, if it did.
     """
-    rms, upd = point["grad_rms"], point["update_ratio"]
-    sat, dead, pre = point.get("saturated", []), point.get("dead", []), point.get("preact_rms", [])
+    rms, upd = point.grad_rms, point.update_ratio
+    sat, dead, pre = point.saturated, point.dead, point.preact_rms
+    weight, unit = point.layer_name, point.activation_name
     ev: dict = {}
     if pre and _finite(pre):
         ev["preact_q"] = sum(p * p for p in pre) / len(pre)
@@ -209,36 +208,36 @@ def diagnose(point: dict, theory: dict | None = None, moment: str = "",
     if diverged or not (_finite(rms) and _finite(upd)):
         return verdict("diverged", None, diverged or "non-finite gradients or updates")
     ev["update_min"], ev["update_max"] = min(upd), max(upd)
-    rect = point.get("rectifier") or [True] * len(dead)
+    rect = point.rectifier or [True] * len(dead)
     dead_layers = [i for i, (v, r) in enumerate(zip(dead, rect)) if r and v >= DEAD_SHARE]
     g = gain_per_layer(rms)
     spread = upd[0] / upd[-1] if upd[-1] > 0 else math.nan
     if dead_layers and not _vanishing_beyond_dead(rms, upd, g, dead, rect):
         i = dead_layers[0]
         return verdict("dead units", i + 1,
-                       f"{dead[i]:.0%} of layer {i + 1}'s units pass no gradient for any "
+                       f"{dead[i]:.0%} of {unit(i)}'s units pass no gradient for any "
                        f"example (mean over layers {sum(dead) / len(dead):.0%})",
                        dead_layer=dead[i], dead_mean=sum(dead) / len(dead))
     if sat and sum(sat) / len(sat) >= SATURATED_SHARE:
         i = next(i for i, v in enumerate(sat) if v >= SATURATED_SHARE)
         return verdict("saturated", i + 1,
                        f"{sum(sat) / len(sat):.0%} of the hidden activations sit on a flat "
-                       f"tail ({sat[i]:.0%} in layer {i + 1})",
+                       f"tail ({sat[i]:.0%} in {unit(i)})",
                        saturated_mean=sum(sat) / len(sat), saturated_layer=sat[i])
     top = max(range(len(upd)), key=lambda i: upd[i])
-    cos = point.get("grad_cos") or [1.0] * len(upd)
+    cos = point.grad_cos or [1.0] * len(upd)
     sensitive = [i for i in range(len(upd)) if not cos[i] < SCALE_FREE]
-    loss, after = point.get("loss"), point.get("loss_after_step")
-    adaptive = (point.get("step_gain") or 2.0) < ADAPTIVE_GAIN
+    loss, after = point.loss, point.loss_after_step
+    adaptive = (point.step_gain or 2.0) < ADAPTIVE_GAIN
     lowered = loss is not None and after is not None and after < loss  # NaN: it rose
-    step = point.get("update_scaled") or upd  # against at least the default init's scale
+    step = point.update_scaled or upd  # against at least the default init's scale
     big = max(sensitive, key=lambda i: step[i]) if sensitive else None
     if big is not None and step[big] > EXPLODE_UPDATE and not (
             adaptive and lowered and step[big] < REPLACE_STEP):
         rose = "" if loss is None or after is None else (
             f"; the step takes the batch's loss from {_g(loss)} to {_g(after)}")
         return verdict("exploding", big + 1,
-                       f"one step would move layer {big + 1} by {_g(upd[big])} of its "
+                       f"one step would move {weight(big)} by {_g(upd[big])} of its "
                        f"norm{rose}",
                        ratio_rms=rms[0] / rms[-1] if rms[-1] else None,
                        loss=loss, loss_after_step=after)
@@ -257,7 +256,7 @@ def diagnose(point: dict, theory: dict | None = None, moment: str = "",
                        f"weight per step ({_g(spread)} of the output layer's)",
                        gain_per_layer=g, update_first=upd[0], update_out=upd[-1],
                        update_spread=spread)
-    for t in point.get("through_time") or []:
+    for t in point.through_time:
         if t["ratio"] < VANISH_TIME:  # NaN (no gradient at the last step): no verdict
             per_step = t["ratio"] ** (1 / (t["steps"] - 1)) if t["steps"] > 1 else math.nan
             return verdict("vanishing", t["layer"],
@@ -268,8 +267,8 @@ def diagnose(point: dict, theory: dict | None = None, moment: str = "",
                            gain_per_step=per_step, gain_per_layer=g)
     if upd[top] < FROZEN_UPDATE:
         return verdict("frozen", None,
-                       f"the largest update is {_g(upd[top])} of a weight per step (layer "
-                       f"{top + 1}), gain {_g(g)} per layer",
+                       f"the largest update is {_g(upd[top])} of a weight per step "
+                       f"({weight(top)}), gain {_g(g)} per layer",
                        gain_per_layer=g)
     return verdict("healthy", None,
                    f"gain {_g(g)} per layer, updates {_g(min(upd))}..{_g(upd[top])} per step",
@@ -297,12 +296,6 @@ def _vanishing_beyond_dead(rms, upd, g, dead, rect) -> bool:
     return passed > 0 and ratio / passed < VANISH_SPREAD
 
 
-def point(diagnostics: dict, index: int) -> dict:
-    """The measurements of one probe point (index into the history's probe points)."""
-    return {k: v[index] for k, v in diagnostics.items()
-            if isinstance(v, list) and k not in ("epoch", "notes")}
-
-
 def diagnose_run(diagnostics: dict | None, theory: dict | None = None,
                  diverged_epoch: int | None = None,
                  diverged_reason: str | None = None) -> dict[str, dict]:
@@ -325,9 +318,7 @@ def diagnose_run(diagnostics: dict | None, theory: dict | None = None,
             continue
         if moment == "end" and epoch == 0:
             continue
-        p = point(diagnostics, i)
-        p["rectifier"] = (diagnostics.get("activations") or {}).get("rectifier")
-        out[moment] = diagnose(p, theory, moment, epoch).to_dict()
+        out[moment] = diagnose(Point.at(diagnostics, i), theory, moment, epoch).to_dict()
     return out
 
 

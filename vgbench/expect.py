@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from vgbench.diagnose import MOMENTS, VERDICTS, Verdict
-from vgbench.train import History
+from vgbench.history import History
 
 METRICS = {
     "test_acc": "test accuracy after the last epoch",

@@ -1,7 +1,7 @@
 """The probe and the diagnosis for any PyTorch model: `vgbench.inspect` and
 `vgbench.assert_gradient_flow` (pytest-free; the plugin's `vg_inspect` fixture calls them).
 
-The suite's MLP is one case of this: diagnostics.Probe measures whatever a layout names,
+The suite's MLP is one case of this: probe.Probe measures whatever a layout names,
 model.MLP is its own layout, and `ModelLayout` is the layout of any other nn.Module, found
 by one forward pass with hooks. So the numbers and the verdict mean the same for both.
 
@@ -20,8 +20,8 @@ features) input, a Conv1d/2d/3d called once: diagnostics.conv_example_norms).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
-import re
 import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +32,10 @@ from tabulate import tabulate
 from torch import nn
 
 from vgbench import diagnose, files
-from vgbench.diagnostics import ACTIVATIONS, ForwardCalls, Probe, Updater, as_it_was
+from vgbench.diagnostics import ACTIVATIONS, ForwardCalls, as_it_was
+from vgbench.point import Point
+from vgbench.probe import Probe
+from vgbench.updater import Updater
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
          nn.modules.instancenorm._InstanceNorm)
@@ -306,9 +309,9 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
         notes.append(f"update ratios of plain SGD at lr {lr if lr is not None else DEFAULT_LR:g}"
                      " (pass optimizer= for yours)")
     probe = Probe(model, inputs, targets, layout, loss_fn, keep_start=False)
-    probe.measure(model, 0, Updater(optimizer))
+    point = probe.measure(model, 0, Updater(optimizer))
     notes += sorted(probe.notes)
-    return _report(layout, probe, float(value), "train", notes, through_time,
+    return _report(layout, probe, point, float(value), "train", notes, through_time,
                    dict(model.named_modules()))
 
 
@@ -363,9 +366,9 @@ def _cross_entropy(output, targets):
     return F.cross_entropy(output, targets)
 
 
-def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
+def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: str,
             notes: list[str], through_time: dict, modules: dict) -> Report:
-    p = {k: v[-1] for k, v in probe.points.items() if k != "epoch"}
+    p = point.metrics()
     used = [i for i in range(len(layout.entries)) if i not in probe.unused]
     skipped = list(layout.skipped)
     for i in sorted(probe.unused):  # by the module where none of it was called
@@ -392,7 +395,6 @@ def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
                "grad_zero_frac": p["grad_zero_frac"][i], "grad_spread": p["grad_spread"][i],
                "in_verdict": i in chain}
               for i, (n, m, w) in enumerate(layout.entries) if i in used]
-    where = {i: k for k, i in enumerate(used)}
     acts = [{"name": n, "module": type(m).__name__, "saturated": p["saturated"][j],
              "dead": p["dead"][j], "inactive": p["inactive"][j],
              "preact_rms": p["preact_rms"][j]}
@@ -402,8 +404,8 @@ def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
                            "gradient: nothing for the verdict to read; see the table for the "
                            "parameters that were measured")
     owners = [layout.entries[i][1] for i in chain]
-    chain = [where[i] for i in chain]  # indices into layers
-    no_grad = [layers[i]["name"] for i in chain if layers[i]["grad_norm"] == 0]
+    names = [layout.entries[i][0] for i in chain]
+    no_grad = [n for n, i in zip(names, chain) if p["grad_norm"][i] == 0]
     if no_grad:
         notes.append(f"no gradient reaches {', '.join(no_grad)}")
     rms = [p["grad_rms"][i] for i in chain]
@@ -418,26 +420,18 @@ def _report(layout: ModelLayout, probe: Probe, loss: float, mode: str,
         place.setdefault(m, k + 1)
     time = [{"layer": place[modules[name]], "steps": t["steps"], "ratio": t["ratio"],
              "name": name} for name, t in through_time.items() if modules.get(name) in place]
-    point = {"grad_rms": rms, "update_ratio": [p["update_ratio"][i] for i in chain],
-             "saturated": p["saturated"], "dead": p["dead"], "preact_rms": p["preact_rms"],
-             "rectifier": probe.activations["rectifier"], "through_time": time,
-             "grad_cos": [p["grad_cos"][i] for i in chain],
-             "update_scaled": [p["update_scaled"][i] for i in chain], "loss": p["loss"],
-             "loss_after_step": p["loss_after_step"], "step_gain": p["step_gain"]}
+    # the chain's weights, the activations as "4 (ReLU)" (a Sequential's names are numbers)
+    seen = dataclasses.replace(
+        point.select(chain, names), grad_rms=rms, through_time=time,
+        activations=[f"{n} ({type(m).__name__})" for n, m in layout.acts])
     diverged = None if math.isfinite(loss) else f"the loss is {loss}"
-    v = diagnose.diagnose(point, None, "inspect", None, diverged).to_dict()
-    # diagnose counts layers 1.. along the chain (dead units, saturated: the activations);
-    # say their names instead
-    acts_named = v["verdict"] in ("dead units", "saturated")
-    names = [n for n, _ in layout.acts] if acts_named else [layers[i]["name"] for i in chain]
-    if v["layer"]:
-        v["layer_name"] = names[v["layer"] - 1]
-    if acts_named:  # "4 (ReLU)": a Sequential's names are bare numbers
-        names = [f"{n} ({type(m).__name__})" for n, m in layout.acts]
+    v = diagnose.diagnose(seen, None, "inspect", None, diverged).to_dict()
+    if v["layer"]:  # diagnose counts layers 1.. along the chain, or the activations
+        by_act = v["verdict"] in ("dead units", "saturated")
+        v["layer_name"] = (layout.acts[v["layer"] - 1][0] if by_act
+                           else seen.layer_name(v["layer"] - 1))
     if "time_steps" in v["evidence"]:  # the recurrent module, not its first weight
         v["layer_name"] = next(t["name"] for t in time if t["layer"] == v["layer"])
-    v["why"] = re.sub(r"layer (\d+)", lambda mo: names[int(mo.group(1)) - 1]
-                      if int(mo.group(1)) <= len(names) else mo.group(0), v["why"])
     for name, t in through_time.items():
         notes.append(f"{name}: over {t['steps']} steps the loss's gradient with respect to the "
                      f"first step's input is {t['ratio']:.2g} of the last step's (time is "

@@ -140,7 +140,7 @@ class MLP(nn.Module):
         return [layer.act for layer in self.hidden]
 
     def layers(self) -> list[tuple[str, nn.Linear, torch.Tensor]]:
-        """What the probe measures (diagnostics.Probe's layout): each Linear's weight, input
+        """What the probe measures (probe.Probe's layout): each Linear's weight, input
         first, named L1, L2, ..., out."""
         lins = self.linears()
         return [(f"L{i + 1}" if i < len(lins) - 1 else "out", lin, lin.weight)

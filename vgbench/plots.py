@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vgbench import files  # noqa: E402
-from vgbench.train import History  # noqa: E402
+from vgbench.history import History  # noqa: E402
 
 CURVES = (("train_loss", "Training Loss", "Loss"), ("val_loss", "Validation Loss", "Loss"),
           ("train_acc", "Training Accuracy", "Accuracy"),

@@ -1,6 +1,6 @@
 """The pytest side of vgbench: --vg-* options, the remedy cases, epoch timing, the summary.
 
-Only hooks and fixtures live here; the work is in vgbench.harness and vgbench.reference.
+Only hooks and fixtures live here; the work is in vgbench.session, vgbench.summary and vgbench.reference.
 
 pytest-benchmark disables itself under pytest-xdist. Our workers then time every epoch
 themselves (device synchronized, like benchmark.pedantic would) and send the times with the
@@ -11,79 +11,20 @@ test report; the controller adds them to pytest-benchmark's session, so its tabl
 from __future__ import annotations
 
 import os
-import shlex
-import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from vgbench import data, files, harness, reference, registry, report
-from vgbench.config import option_type
+from vgbench import benchmark_adapter, files, options, reference, registry, session
+from vgbench.controller import CRASH_KEY, RECORD_KEY, Controller
 
-SETTINGS = pytest.StashKey["harness.Settings"]()
+SETTINGS = pytest.StashKey["session.Settings"]()
 USER_REMEDIES = pytest.StashKey[list]()
 NEW_BENCHMARK_FOLDER = pytest.StashKey["Path | None"]()
-RECORD_KEY = "vgbench_record"
-CRASH_KEY = "vgbench_crash"
-"""user_properties key of a case that raised: harness.crash_info's dict."""
-
-
-def _depths(text: str) -> list[int]:
-    """--vg-depth: one depth or a comma list (3,7,15,30)."""
-    return [option_type(int, lo=1)(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("vgbench", "vgbench: vanishing-gradient remedies")
-    g.addoption("--vg-budget", choices=list(harness.BUDGETS), default="full",
-                help="full: the protocol's 100 epochs (default); quick: "
-                     f"{registry.QUICK_EPOCHS} epochs and the checks that hold that early; "
-                     f"sweep: {registry.SWEEP_EPOCHS} epochs at depths "
-                     f"{','.join(map(str, registry.SWEEP_DEPTHS))} (or --vg-depth)")
-    g.addoption("--vg-epochs", type=option_type(int, lo=0), default=None, metavar="N",
-                help="override the budget's epochs (per stage for layerwise; 0: evaluate the "
-                     "untrained net); the budget's checks still apply")
-    g.addoption("--vg-seeds", type=option_type(int, lo=1), default=1, metavar="K",
-                help="run seeds 42..42+K-1, each its own test (default 1)")
-    g.addoption("--vg-depth", type=_depths, action="append", default=[], metavar="D",
-                help="sweep these depths (hidden layers): repeatable or a comma list, e.g. "
-                     "3,7,15,30; ids become NAME-depthD-seedS (default: each remedy's own)")
-    g.addoption("--vg-device", default="auto", choices=["auto", "cpu", "cuda"],
-                help="where to train (default auto: cuda if available)")
-    g.addoption("--vg-set", default="course", choices=list(harness.SETS),
-                help="which built-in remedies run: course (default, the protocol's), "
-                     "literature, control (the diagnosis' positive controls), or all; user "
-                     "remedies always join")
-    g.addoption("--vg-remedy", action="append", default=[], metavar="NAME",
-                help="only this remedy (repeatable); see `python -m vgbench list`")
-    g.addoption("--vg-remedies", action="append", default=[], metavar="FILE",
-                help="add the remedies of this Python file (its REMEDIES list; repeatable)")
-    g.addoption("--vg-out", default="vg-out", metavar="DIR",
-                help="histories, figures, summary.json and summary.md (default vg-out)")
-    g.addoption("--vg-target", type=option_type(float, lo=0, hi=1, lo_open=True),
-                default=0.70, metavar="ACC",
-                help="the summary's 'epochs to val ACC' column, in (0, 1] (default 0.70)")
-    g.addoption("--vg-limit", type=option_type(int, lo=1), default=None, metavar="N",
-                help="cap each data split at N samples, at least the batch size (smoke "
-                     "tests; checks still apply)")
-    g.addoption("--vg-data-dir", default=None, metavar="DIR",
-                help="folder with the Fashion-MNIST IDX files (default: usual lookup)")
-    g.addoption("--vg-no-figures", action="store_true", help="skip the per-run PNG figures")
-    g.addoption("--vg-threads", type=option_type(int, lo=1), default=None, metavar="N",
-                help="torch threads per process (default: each host's cores // its xdist "
-                     "workers)")
-    g.addoption("--vg-batch-seeds", default="auto", choices=["auto", "on", "off"],
-                help="on: train a remedy's seeds as one batched model (layerwise and user "
-                     "optimizers never batch); auto (default) and off: one by one, which "
-                     "with CUDA graphs was faster on an H200")
-    g.addoption("--vg-compare", default=None, metavar="FILE",
-                help="fail cases that moved beyond the tolerances in this reference file")
-    g.addoption("--vg-allow-new", action="store_true",
-                help="with --vg-compare: accept cases the reference has no entry for")
-    g.addoption("--vg-save", default=None, metavar="FILE",
-                help="merge this session's results into this reference file (only from a "
-                     "session where every case finished and held)")
+    options.add(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -124,16 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[NEW_BENCHMARK_FOLDER] = folder if folder and not folder.exists() else None
     config.stash[USER_REMEDIES] = _register_user_remedies(config)
     try:
-        settings = harness.Settings(
-            budget=config.getoption("vg_budget"), epochs=config.getoption("vg_epochs"),
-            n_seeds=config.getoption("vg_seeds"), device=config.getoption("vg_device"),
-            remedies=tuple(config.getoption("vg_remedy")), out=config.getoption("vg_out"),
-            target=config.getoption("vg_target"), limit=config.getoption("vg_limit"),
-            data_dir=config.getoption("vg_data_dir"),
-            figures=not config.getoption("vg_no_figures"), set=config.getoption("vg_set"),
-            depths=tuple(d for ds in config.getoption("vg_depth") for d in ds),
-            batch_seeds=config.getoption("vg_batch_seeds"),
-        )
+        settings = options.settings(config.getoption)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     if settings.device == "cuda":
@@ -159,7 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
             files.check_writable(settings.out, "--vg-out")
     except ValueError as exc:  # ReferenceError included
         raise pytest.UsageError(str(exc)) from None
-    config.pluginmanager.register(_Controller(config, settings, comparison), "vgbench-controller")
+    config.pluginmanager.register(Controller(config, settings, comparison), "vgbench-controller")
 
 
 def _check_remote_args(config: pytest.Config) -> None:
@@ -207,11 +139,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("vg_seed", seeds, ids=[f"seed{s}" for s in seeds])
 
 
-def _case(item) -> harness.Case | None:
+def _case(item) -> session.Case | None:
     params = getattr(getattr(item, "callspec", None), "params", {})
     if "vg_remedy" not in params:
         return None
-    return harness.Case(params["vg_remedy"], params.get("vg_seed", harness.DEFAULT_SEED),
+    return session.Case(params["vg_remedy"], params.get("vg_seed", session.DEFAULT_SEED),
                         params.get("vg_depth"))
 
 
@@ -223,7 +155,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 
     def cost(item) -> float:
         case = _case(item)
-        return 0 if case is None else -harness.case_cost(settings, case)
+        return 0 if case is None else -session.case_cost(settings, case)
 
     items.sort(key=cost)  # stable: registry order among equals, other tests untouched
     for item in items:  # a batch of seeds runs in one process (see pytest_xdist_make_scheduler)
@@ -234,11 +166,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     controller = config.pluginmanager.get_plugin("vgbench-controller")
     if controller is not None:  # no xdist: this process collected the cases itself
         controller.expect(item.nodeid for item in items if _case(item) is not None)
-    bs = getattr(config, "_benchmarksession", None)
+    bs = benchmark_adapter.session(config)
     if bs is not None and any(cost(item) for item in items):
-        # pytest-benchmark >= 5.3 would warn at exit that it was off under xdist; our
-        # workers time the epochs and hand them over, so that warning would mislead
-        bs.xdist_benchmark_found = False
+        benchmark_adapter.quiet_xdist_warning(bs)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -327,7 +257,7 @@ def _set_threads(config: pytest.Config) -> None:
     if threads is None and _is_worker(config):
         n_workers = config.workerinput.get("vg_host_workers") or int(
             os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-        threads = harness.worker_threads(n_workers) if n_workers > 1 else None
+        threads = session.worker_threads(n_workers) if n_workers > 1 else None
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 
@@ -354,7 +284,7 @@ def vg_inspect(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def vg_settings(request: pytest.FixtureRequest) -> harness.Settings:
+def vg_settings(request: pytest.FixtureRequest) -> session.Settings:
     """This session's --vg-* settings."""
     return request.config.stash[SETTINGS]
 
@@ -379,252 +309,25 @@ def vg_run(request, benchmark, vg_settings, vg_remedy, vg_depth, vg_seed):
                 benchmark.pedantic(lambda: [run.step() for _ in iter(lambda: run.done, True)])
             elif run.cfg.total_epochs:  # one round per epoch, the device synced in step()
                 benchmark.pedantic(run.step, rounds=run.cfg.total_epochs, iterations=1)
-        case = harness.Case(vg_remedy, vg_seed, vg_depth)
+        case = session.Case(vg_remedy, vg_seed, vg_depth)
         try:
-            record = harness.run_case(case, vg_settings, driver)
+            record = session.run_case(case, vg_settings, driver)
         except Exception as exc:
-            request.node.user_properties.append((CRASH_KEY, harness.crash_info(case, exc)))
-            if not benchmark._mode:  # it never reached timing: no 'fixture not used' warning
-                benchmark._mode = "vgbench: the case crashed before timing"
+            request.node.user_properties.append((CRASH_KEY, session.crash_info(case, exc)))
+            benchmark_adapter.untimed(benchmark, "the case crashed before timing")
             raise
-        if not benchmark.disabled and not benchmark._mode and record["epoch_time"]:
-            _book_epoch_times(benchmark, record["epoch_time"])
+        if (not benchmark.disabled and not benchmark_adapter.has_timed(benchmark)
+                and record["epoch_time"]):
+            # a seed whose batch trained in an earlier case (--vg-batch-seeds on): that
+            # batch's epoch times are this case's too
+            benchmark_adapter.book(benchmark, record["epoch_time"],
+                                   "the epoch times of its batch of seeds")
         node = request.node
         record.update(nodeid=node.nodeid, name=node.name, param=node.callspec.id,
                       params={"vg_remedy": vg_remedy, "vg_depth": vg_depth,
                               "vg_seed": vg_seed})
-        benchmark.extra_info.update(_extra_info(record))
+        benchmark.extra_info.update(benchmark_adapter.extra_info(record))
         node.user_properties.append((RECORD_KEY, record))
         return record
 
     return go
-
-
-def _book_epoch_times(benchmark, seconds: list[float]) -> None:
-    """A seed whose batch trained in an earlier case (--vg-batch-seeds on): that batch's
-    epoch times are this case's too; into its benchmark, as its driver would have timed
-    them (pytest-benchmark has no public call for times measured elsewhere)."""
-    benchmark._mode = "vgbench: the epoch times of its batch of seeds"
-    stats = benchmark._make_stats(1)
-    for s in seconds:
-        stats.update(s)
-
-
-def _extra_info(record: dict) -> dict:
-    """What pytest-benchmark's JSON keeps beside a case's epoch times."""
-    extra = {k: record[k] for k in ("remedy", "depth", "seed", "budget", "device", "epochs")}
-    extra["test_acc"] = record["metrics"]["test_acc"]
-    extra["diverged_epoch"] = record["diverged_epoch"]
-    return extra
-
-
-def _benchmarks_off_for_xdist(config: pytest.Config, bs) -> bool:
-    """pytest-benchmark is off only because xdist runs (not --benchmark-disable/-skip)."""
-    user_off = (config.getoption("benchmark_disable", False)
-                and not config.getoption("benchmark_enable", False))
-    # the same test pytest-benchmark uses to switch itself off
-    xdist = (config.getoption("dist", "no") != "no"
-             or bool(os.environ.get("PYTEST_XDIST_WORKER")))
-    return bool(bs.disabled and xdist and not user_off
-                and not config.getoption("benchmark_skip", False))
-
-
-def _add_to_benchmark_session(config: pytest.Config, record: dict) -> None:
-    """Under xdist, pytest-benchmark is off: give it the epoch times the worker measured."""
-    bs = getattr(config, "_benchmarksession", None)
-    if bs is None or not record["epoch_time"] or not _benchmarks_off_for_xdist(config, bs):
-        return
-    from pytest_benchmark.stats import Metadata
-
-    extra = dict(_extra_info(record), timed_by="vgbench xdist worker")
-    fixture = SimpleNamespace(name=record["name"], fullname=record["nodeid"], group=None,
-                              param=record["param"], params=record["params"],
-                              extra_info=extra, cprofile_stats=None, has_error=False)
-    meta = Metadata(fixture, iterations=1, options=bs.options)
-    for seconds in record["epoch_time"]:
-        meta.stats.update(seconds)
-    bs.benchmarks.append(meta)
-
-
-class _Controller:
-    """Registered on the controller (or the only process): collects records, reports.
-
-    Whatever ends the session (failures, an interrupt, a bad reference, an unwritable
-    --vg-save), the summary is written and printed with what finished; problems at the end
-    become one-line errors and a failing exit status, never a traceback that hides it.
-    """
-
-    def __init__(self, config: pytest.Config, settings: harness.Settings, comparison):
-        self.config, self.settings, self.comparison = config, settings, comparison
-        self.records: list[dict] = []
-        self.crashed: list[dict] = []
-        self.expected: set[str] = set()
-        self.errors: list[str] = []
-        self.rows: list[dict] = []
-        self.depth: list[dict] = []
-        self.expectations: list[dict] = []
-        self.status: dict = {}
-        self.paths: list = []
-        self.data_checked = False
-        self.started = time.perf_counter()
-
-    def expect(self, nodeids) -> None:
-        """Cases collected (by this process, or by an xdist worker)."""
-        self.expected.update(nodeids)
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_node_collection_finished(self, node, ids) -> None:
-        suffixes = {f"[{case.id}]" for case in self.settings.cases}
-        mine = [i for i in ids if any(i.endswith(s) for s in suffixes)]
-        self.expect(mine)
-        if mine and not self.data_checked:  # before any worker runs a case
-            self.data_checked = True
-            try:
-                data.ensure_local(self.settings.data_dir)
-            except data.DataError as exc:
-                self.errors.append(f"data: {str(exc).splitlines()[0]}")
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":
-            return
-        for key, record in report.user_properties:
-            if key == CRASH_KEY:
-                self.crashed.append(dict(record, nodeid=report.nodeid))
-            if key == RECORD_KEY:
-                self.records.append(record)
-                _add_to_benchmark_session(self.config, record)
-                try:
-                    harness.bring_home(record, self.settings)
-                except Exception as exc:  # noqa: BLE001 - reported, never hides the summary
-                    self.errors.append(f"could not write {record['history']} here: "
-                                       f"{type(exc).__name__}: {exc}")
-
-    def _attempt(self, what: str, fn) -> None:
-        try:
-            fn()
-        except Exception as exc:  # noqa: BLE001 - one line in the report, the rest goes on
-            self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
-
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:
-        settings, records = self.settings, self.records
-        done = {r["nodeid"] for r in records} | {c["nodeid"] for c in self.crashed}
-        missing = sorted(self.expected - done)
-        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-        self.status = {"complete": (not missing and not interrupted and bool(records)
-                                    and not self.crashed),
-                       "missing": [m.rsplit("[", 1)[-1].rstrip("]") for m in missing],
-                       "errors": self.crashed}
-        if interrupted and not missing:
-            self.status["missing"] = ["(session interrupted)"]
-        if not records and not self.crashed:
-            return
-        if records:
-            self.rows = harness.summarize(records)
-            self.depth = harness.depth_rows(records)
-            self.expectations = (harness.depth_expectations(records, settings)
-                                 + harness.interventions(records, settings))
-        for e in self.expectations:
-            if e["held"] is False:
-                self.errors.append(f"expectation failed: {e['text']} ({e['detail']})")
-        if self.comparison is not None and records:
-            self._attempt("--vg-compare", lambda: self.comparison.run(records, settings))
-        save = self.config.getoption("vg_save")
-        if save:
-            self._attempt("--vg-save", lambda: self._save(save))
-        self._write_summary()
-        self._attempt("report", lambda: self.paths.append(
-            report.write(settings.out, figures=settings.figures)))
-        if self.depth and settings.figures:
-            self._attempt("depth figures", lambda: self.paths.extend(
-                harness.write_depth_figures(records, settings.out)))
-        failed = self.errors or (self.comparison is not None and self.comparison.failed)
-        if failed and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-    def _write_summary(self) -> None:
-        settings = self.settings
-        self.status["errors"] = self.crashed + [
-            {"case": None, "type": "vgbench", "message": e, "file": None, "line": None}
-            for e in self.errors]
-        comparison = None
-        if self.comparison is not None and self.records:
-            comparison = {"columns": list(reference.COLUMNS),
-                          "rows": self.comparison.moved_first(),
-                          "text": self.comparison.report()}
-        command = " ".join(shlex.quote(a) for a in ("pytest", *self.config.invocation_params.args))
-        self._attempt("summary", lambda: self.paths.extend(harness.write_summary(
-            self.rows, settings.out, self.header(), image=settings.figures,
-            status=self.status, depth=self.depth, expectations=self.expectations,
-            cases=harness.case_entries(self.records, self.crashed), command=command,
-            comparison=comparison)))
-
-    def _save(self, path: str) -> None:
-        failing = [f"{r['key']}-seed{r['seed']}" for r in self.records if r["failures"]]
-        if not self.status["complete"]:
-            raise RuntimeError(f"refused: {len(self.status['missing'])} case(s) produced no "
-                               f"result ({', '.join(self.status['missing'][:5])}); a "
-                               "reference is written only from a session where every case "
-                               "finished")
-        if failing:
-            raise RuntimeError(f"refused: {', '.join(failing)} failed its checks; a reference "
-                               "is written only from a session whose expectations held")
-        reference.save(path, self.records, self.settings)
-        self.saved = path
-
-    def scheduling(self) -> str:
-        """Wall time against the ideal: every epoch time summed, over the workers."""
-        wall = time.perf_counter() - self.started
-        workers = 1
-        if self.config.getoption("dist", "no") != "no":
-            from xdist.workermanage import parse_tx_spec_config
-
-            workers = len(parse_tx_spec_config(self.config))
-        busy = harness.epoch_seconds(self.records)
-        if not busy:
-            return f"wall {wall:.0f} s"
-        return (f"wall {wall:.0f} s = {wall / (busy / workers):.2f} x the epochs' "
-                f"{busy:.0f} s over {workers} worker{'s' * (workers > 1)}")
-
-    def header(self) -> str:
-        settings, records = self.settings, self.records
-        devices = sorted({r["device"] for r in records})
-        text = (f"budget {settings.budget} (epochs: all stages, layerwise included), "
-                f"device {', '.join(devices)}"
-                + (f", data limited to {settings.limit} per split" if settings.limit else "")
-                + f"; {self.scheduling()}")
-        checks = harness.self_check_words(records)
-        if checks:
-            text += f"; {checks}"
-        if not self.status.get("complete", True):
-            gone = [f"{len(self.status['missing'])} case(s) missing"] if self.status["missing"] else []
-            gone += [f"{len(self.crashed)} crashed"] if self.crashed else []
-            text += f"; INCOMPLETE: {', '.join(gone) or 'no case finished'}"
-        return text
-
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        tr = terminalreporter
-        if self.records or self.crashed:
-            tr.write_sep("=", "vgbench summary")
-            tr.write_line(self.header())
-            if self.rows:
-                tr.write_line(harness.table(self.rows))
-            if self.depth:
-                tr.write_sep("-", "vgbench depth sweep")
-                tr.write_line(harness.depth_table(self.depth))
-            for line in harness.format_expectations(self.expectations):
-                tr.write_line(f"expectation: {line}")
-            if self.paths:
-                tr.write_line(f"wrote {', '.join(map(str, self.paths))} and each case's "
-                              f"history and figures under {self.settings.out}/")
-            if self.status["missing"]:
-                tr.write_line("vgbench: incomplete, no result for: "
-                              + ", ".join(self.status["missing"]))
-            if self.comparison is not None:
-                tr.write_sep("=", "vgbench reference comparison")
-                tr.write_line(self.comparison.report())
-            if getattr(self, "saved", None):
-                tr.write_line(f"vgbench: merged this session's results into {self.saved}")
-        for c in self.crashed:
-            tr.write_line(f"vgbench: {harness.error_line(c)}", red=True)
-        for e in self.errors:
-            tr.write_line(f"vgbench: error: {e}", red=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vgbench import files, harness
+from vgbench import files, session, summary
 
 COLUMNS = ("case", "metric", "mode", "reference", "now", "delta", "tolerance", "status")
 """The comparison's diff table."""
@@ -73,8 +73,8 @@ def validate(ref, where: str) -> None:
         bad("budgets", "missing or not an object")
     for budget, section in ref["budgets"].items():
         at = f"budgets.{budget}"
-        if budget not in harness.BUDGETS:
-            bad(at, f"unknown budget; choose from {list(harness.BUDGETS)}")
+        if budget not in session.BUDGETS:
+            bad(at, f"unknown budget; choose from {list(session.BUDGETS)}")
         if not isinstance(section, dict) or not isinstance(section.get("remedies"), dict):
             bad(f"{at}.remedies", "missing or not an object")
         for key in ("epochs_override", "limit"):
@@ -206,7 +206,7 @@ def save(path: str | Path, records: list[dict], settings) -> Path:
             f"--vg-save {path}: its '{settings.budget}' budget ran with --vg-epochs "
             f"{section.get('epochs_override')} --vg-limit {section.get('limit')}, this session "
             f"with {settings.epochs} and {settings.limit}; save into another file")
-    for key, rs in harness.by_key(records).items():
+    for key, rs in summary.by_key(records).items():
         entry = section["remedies"].setdefault(key, {})
         entry["epochs"] = rs[0]["epochs"]
         envs = entry.setdefault("env", {})
@@ -273,7 +273,7 @@ class Comparison:
                 f"session with {settings.epochs} and {settings.limit}: not comparable")
             self.failed = True
             return
-        for key, rs in harness.by_key(records).items():
+        for key, rs in summary.by_key(records).items():
             entry = budget["remedies"].get(key)
             if entry is None:
                 status = "new (allowed)" if self.allow_new else "NO REFERENCE"

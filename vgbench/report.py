@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from vgbench import files
-from vgbench.train import History
+from vgbench.history import History
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;color:#1b1b1b;
@@ -240,7 +240,7 @@ def _case_section(case: dict, h: History | None, figures: bool) -> str:
 
 
 def _summary_table(summary: dict, cases: list[dict]) -> str:
-    from vgbench.harness import table_cells
+    from vgbench.summary import table_cells
 
     headers, body = table_cells(summary.get("rows") or [])
     by_key: dict[str, list[dict]] = {}
@@ -355,7 +355,7 @@ def _depth_charts(cases: list[dict]) -> str:
 
 
 def _depth_table(depth: list[dict]) -> str:
-    from vgbench.harness import depth_table
+    from vgbench.summary import depth_table
 
     return "<pre>" + esc(depth_table(depth)) + "</pre>"
 

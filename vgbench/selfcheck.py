@@ -148,7 +148,7 @@ def run_state(run) -> dict[str, torch.Tensor]:
     state = {f"{name}": p for name, p in run.net.named_parameters()}
     state.update({f"buffer {name}": b for name, b in run.net.named_buffers()})
     state.update(optimizer_state(run.opt, dict(run.net.named_parameters())))
-    state["loss sum"] = run._loss_sum
+    state["loss sum"] = run.loss_sum
     return state
 
 
@@ -249,7 +249,7 @@ def eager_twice(run, batches: list[torch.Tensor], state: dict, start: dict, keys
         if rounding:
             nudge(run.params)
         for b in batches:
-            run._train_step(reordered(b) if rounding else b)
+            run.train_step(reordered(b) if rounding else b)
         results.append(copy_state(run_state(run)))
         put_back(state, start, run.opt, keys)
     return results
@@ -258,7 +258,7 @@ def eager_twice(run, batches: list[torch.Tensor], state: dict, start: dict, keys
 def check_graph(run, replay, idx_buffer: torch.Tensor, batches: list[torch.Tensor]) -> Result:
     """Replay (which trains on idx_buffer's batch) against run's eager step, on batches,
     from run's current state; the state is put back afterwards."""
-    from vgbench.train import sync
+    from vgbench.machine import sync
 
     t0 = time.perf_counter()
     state = run_state(run)
@@ -276,7 +276,7 @@ def check_graph(run, replay, idx_buffer: torch.Tensor, batches: list[torch.Tenso
 def check_batched(brun) -> Result:
     """brun's batched step against its first seed's Run stepping alone, on STEPS batches,
     from the initial weights; both are put back afterwards."""
-    from vgbench.train import sync
+    from vgbench.machine import sync
 
     t0 = time.perf_counter()
     alone = brun.runs[0]

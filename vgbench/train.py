@@ -2,100 +2,28 @@
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
 import math
-import platform
 import time
 import zlib
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vgbench import files
+from vgbench import diagnose, selfcheck, theory
 from vgbench import model as M
 from vgbench.config import Config
 from vgbench.data import Splits
-from vgbench import diagnose, selfcheck, theory
-from vgbench.diagnostics import Probe, Updater, grad_ratio, init_profile, probe_batch
+from vgbench.machine import environment, sync, without_denormals
+from vgbench.history import History
+from vgbench.diagnostics import grad_ratio, init_profile, probe_batch
+from vgbench.probe import Probe
+from vgbench.updater import Updater
 
 
 def _generator(seed: int, stream: str) -> torch.Generator:
     # an independent, process-stable CPU stream per purpose (str hashes are salted per process)
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{stream}".encode()))
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA device; "
-                           "use --device cpu or auto")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; choose from auto, cpu, cuda")
-    return torch.device(device)
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued device work, so a clock read after it is honest."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _cpu() -> str:
-    """The CPU model, torch's kernel level and a digest of the CPU's feature flags: two
-    machines that print the same model name may still run different float kernels."""
-    model, flags = platform.processor() or platform.machine(), ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = dict(line.split(":", 1) for line in f if ":" in line)
-        info = {k.strip(): v.strip() for k, v in info.items()}
-        model = info.get("model name", model)
-        flags = info.get("flags", info.get("Features", ""))
-    except OSError:
-        pass
-    digest = zlib.crc32(" ".join(sorted(flags.split())).encode())
-    return f"{model} [{torch.backends.cpu.get_cpu_capability()}, flags {digest:08x}]"
-
-
-@contextmanager
-def flush_denormals():
-    """Flush denormal floats to zero on the CPU while vgbench computes (this thread).
-
-    Saturated nets (init_std10, gradnorm_pre) make numbers below 1.2e-38, and on many CPUs
-    each operation on one costs ~100 cycles: those epochs ran 3-6x slower. Flushing them
-    left every history bit-identical (see the README, 'Speed'). torch has no getter, so
-    the mode is switched off again afterwards (its default).
-    """
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-
-
-def _without_denormals(method):
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        with flush_denormals():
-            return method(*args, **kwargs)
-    return wrapper
-
-
-def environment(device: torch.device) -> dict:
-    """What bit-identical reproduction depends on: torch, threads, device, CPU, platform."""
-    name = str(device)
-    if device.type == "cuda":
-        name += f" ({torch.cuda.get_device_name(device)})"
-    return {"torch": str(torch.__version__), "threads": torch.get_num_threads(),
-            "device": name, "cpu": _cpu(), "platform": platform.platform(),
-            "python": platform.python_version()}
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -105,91 +33,6 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
         bounds[-2:] = [(bounds[-2][0], n)]
     return bounds
-
-
-@dataclass
-class History:
-    """Everything one run produced; round-trips through JSON."""
-
-    name: str
-    config: dict
-    device: str
-    stage: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_acc: list[float] = field(default_factory=list)
-    epoch_time: list[float] = field(default_factory=list)
-    """Seconds per epoch (train + validation + probe), device synchronized."""
-    test_loss: float | None = None
-    test_acc: float | None = None
-    total_epochs: int = 0
-    steps_per_epoch: int | None = None
-    """Optimizer steps per epoch (batches of the train split)."""
-    diagnostics: dict | None = None
-    """Per probe point: 'epoch' (0 = init) and per-layer lists (see diagnostics.py)."""
-    grad_ratio_init: float | None = None
-    grad_ratio_final: float | None = None
-    diverged: bool = False
-    """True when the loss or the weights became non-finite; training stopped there."""
-    diverged_epoch: int | None = None
-    """The epoch (1-based, all stages counted) at whose end divergence was found."""
-    diverged_reason: str | None = None
-    """What was non-finite, e.g. 'train loss nan'."""
-    env: dict = field(default_factory=dict)
-    """torch version, threads, device, platform: bit-identity holds only for equal ones."""
-    parts: dict = field(default_factory=dict)
-    """The remedy's own code (see model.Parts), as 'module.qualname' labels."""
-    cuda_graph: str | None = None
-    """On CUDA: 'captured' (full batches replayed a CUDA graph) or 'eager (...why)'."""
-    batched_with: list[int] | None = None
-    """Seeds trained together with this one as one batched model (vgbench.batched); their
-    epoch_time is the whole batch's."""
-    init_profile: dict | None = None
-    """At init, in float64 on the probe batch: per-Linear grad_norm (batch mean) and
-    grad_rms (per example); see diagnostics.init_profile."""
-    theory: dict | None = None
-    """The mean-field prediction for the same batch (theory.Prediction.to_dict()), or
-    {'applies': False, 'why': ...} where mean field does not describe the network."""
-    self_checks: list[dict] = field(default_factory=list)
-    """The GPU fast paths' checks against eager steps that govern this run (CUDA graph,
-    batched seeds; selfcheck.Result.to_dict()); empty on the CPU."""
-    diagnosis: dict = field(default_factory=dict)
-    """{'init' | 'epoch1' | 'end': diagnose.Verdict.to_dict()}: what is wrong and where, at
-    init, after the first epoch and after the last (see vgbench/diagnose.py)."""
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """Serialize as strict JSON (non-finite values become null); write atomically to
-        path when given."""
-        text = files.dumps(dataclasses.asdict(self), indent=1)
-        if path is not None:
-            files.write_text(path, text + "\n")
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> "History":
-        """Inverse of to_json; accepts the JSON text or a file path. A file that is not a
-        history is a ValueError naming it."""
-        text, where = str(text_or_path), "history text"
-        if not text.lstrip().startswith("{"):
-            where = str(text_or_path)
-            text = Path(text_or_path).read_text()
-        try:
-            return cls(**json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where} is not valid JSON ({exc}); it may be truncated: "
-                             "rerun the experiment that wrote it") from None
-        except TypeError as exc:
-            raise ValueError(f"{where} is not a vgbench history ({exc})") from None
-
-    def best_val_acc(self) -> float | None:
-        """Highest validation accuracy over all epochs (None: no finite one)."""
-        return max((a for a in self.val_acc if a is not None), default=None)
-
-    def epochs_to(self, target: float) -> int | None:
-        """First epoch (1-based) whose validation accuracy reaches target, else None."""
-        return next((i + 1 for i, a in enumerate(self.val_acc)
-                     if a is not None and a >= target), None)
 
 
 class StepGraph:
@@ -221,14 +64,14 @@ class StepGraph:
         """Train on the full batch idx: eagerly while warming up, then by graph replay."""
         run = self.run
         if self.status.startswith("eager"):
-            run._train_step(idx)
+            run.train_step(idx)
         elif self.replay is None and self.seen < self.WARMUP:
             if self.stream is None:
-                run._train_step(idx)
+                run.train_step(idx)
             else:
                 self.stream.wait_stream(torch.cuda.current_stream(run.device))
                 with torch.cuda.stream(self.stream):
-                    run._train_step(idx)
+                    run.train_step(idx)
                 torch.cuda.current_stream(run.device).wait_stream(self.stream)
             self.seen += 1
         elif self.replay is None:
@@ -242,7 +85,7 @@ class StepGraph:
         stand-in in the tests overrides this.)"""
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.run._train_step(self.idx, zero_grad=False)
+            self.run.train_step(self.idx, zero_grad=False)
         return graph.replay
 
     def _capture(self, idx: torch.Tensor) -> None:
@@ -255,10 +98,10 @@ class StepGraph:
             sync(run.device)
             run.opt.zero_grad(set_to_none=True)
             self.status = f"eager (capture failed: {str(exc).splitlines()[0][:200]})"
-            run._train_step(idx)
+            run.train_step(idx)
             return
         if not self._verified(replay, idx):
-            run._train_step(idx)
+            run.train_step(idx)
             return
         self.replay, self.status = replay, "captured"
         self.idx.copy_(idx)
@@ -288,7 +131,7 @@ class StepGraph:
 class Run:
     """One training run, advanced an epoch at a time (so a benchmark can time each epoch)."""
 
-    @_without_denormals
+    @without_denormals
     def __init__(self, cfg: Config, splits: Splits, name: str = "custom",
                  parts: M.Parts = M.DEFAULT_PARTS):
         self.cfg, self.s, self.parts = cfg, splits, parts
@@ -302,8 +145,8 @@ class Run:
                                parts=parts.labels(),
                                steps_per_epoch=len(batch_bounds(len(splits.train_y),
                                                                 cfg.batch_size)))
-        self._loss_sum = torch.zeros((), device=self.device)  # the epoch's sums, static for
-        self._correct = torch.zeros((), device=self.device, dtype=torch.long)  # CUDA graphs
+        self.loss_sum = torch.zeros((), device=self.device)  # the epoch's sums, static for
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)  # CUDA graphs
         self.graphs: StepGraph | None = None
         self.epoch_no = 0
         self.stage_no = 0
@@ -360,7 +203,7 @@ class Run:
         return self.epoch_no >= self.cfg.total_epochs or self.diverged
 
     # --- one epoch ---
-    def _train_step(self, idx: torch.Tensor, zero_grad: bool = True) -> None:
+    def train_step(self, idx: torch.Tensor, zero_grad: bool = True) -> None:
         """One optimizer step on the batch idx, accumulating its loss and hits on the device
         (no host sync), as a CUDA graph can capture it."""
         x, y = self.s.train_x.index_select(0, idx), self.s.train_y.index_select(0, idx)
@@ -373,21 +216,21 @@ class Run:
         if self.cfg.clip_norm is not None:
             nn.utils.clip_grad_norm_(self.params, self.cfg.clip_norm)
         self.opt.step()
-        self._loss_sum += loss.detach() * len(idx)
-        self._correct += (logits.argmax(1) == y).sum()
+        self.loss_sum += loss.detach() * len(idx)
+        self.correct += (logits.argmax(1) == y).sum()
 
     def _train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
         bs, n = self.cfg.batch_size, len(self.s.train_y)
         perm = torch.randperm(n, generator=self.shuffle).to(self.device)
-        self._loss_sum.zero_()
-        self._correct.zero_()
+        self.loss_sum.zero_()
+        self.correct.zero_()
         self.net.train()
         for lo, hi in batch_bounds(n, bs):
             if self.graphs is not None and hi - lo == bs:
                 self.graphs.step(perm[lo:hi])
             else:
-                self._train_step(perm[lo:hi])
-        return self._loss_sum / n, self._correct / n
+                self.train_step(perm[lo:hi])
+        return self.loss_sum / n, self.correct / n
 
     @torch.no_grad()
     def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, net: nn.Module | None = None):
@@ -404,7 +247,7 @@ class Run:
             correct += (logits.argmax(1) == y).sum()
         return loss_sum / len(y_all), correct / len(y_all)
 
-    @_without_denormals
+    @without_denormals
     def step(self) -> dict:
         """Train one epoch, evaluate on validation, probe; return the epoch's record."""
         if self.done:
@@ -452,7 +295,7 @@ class Run:
         record["time_s"] = seconds
         return record
 
-    @_without_denormals
+    @without_denormals
     def finish(self) -> History:
         """Test accuracy of the whole network, diagnostics into the history; returns it."""
         if self.stage_no != self.cfg.n_stages:  # stopped before the final stage: use full net

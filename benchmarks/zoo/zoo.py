@@ -13,7 +13,6 @@ that did not learn). Models and twins are declared once, in MODELS and TWINS.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field, replace

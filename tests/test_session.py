@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from vgbench import harness, reference
+from vgbench import reference, session, session_checks, summary
 
 
 def record(remedy="relu", seed=42, acc=0.8, ratio=(1.0, 0.5), failures=(), to_target=12):
@@ -17,14 +17,14 @@ def record(remedy="relu", seed=42, acc=0.8, ratio=(1.0, 0.5), failures=(), to_ta
 
 
 def test_mean_ci95_by_hand():
-    mean, half = harness.mean_ci95([0.80, 0.82, 0.84])
+    mean, half = summary.mean_ci95([0.80, 0.82, 0.84])
     # sd = 0.02, t(0.975, df=2) = 4.303 -> 4.303 * 0.02 / sqrt(3)
     assert mean == pytest.approx(0.82) and half == pytest.approx(0.049687, rel=1e-4)
-    assert harness.mean_ci95([0.5]) == (0.5, 0.0)
+    assert summary.mean_ci95([0.5]) == (0.5, 0.0)
 
 
 def test_summary_rows_and_table():
-    rows = harness.summarize([
+    rows = summary.summarize([
         record(seed=43, acc=0.82), record(seed=42, acc=0.80, to_target=None),
         record("baseline", 42, 0.1, (1e-6, 2e-6), failures=["baseline (seed 42): ..."]),
     ])
@@ -32,14 +32,14 @@ def test_summary_rows_and_table():
     relu = rows[1]
     assert relu["seeds"] == [42, 43] and relu["verdict"] == "held"
     assert relu["median_epoch_s"] == 2.0
-    text = harness.table(rows)
+    text = summary.table(rows)
     assert "0.810 +- " in text and "12 (1/2)" in text and "1.0e-06 -> 2.0e-06" in text
     assert "FAILED (1)" in text
 
 
 def test_write_summary(tmp_path):
-    rows = harness.summarize([record(failures=["relu (seed 42): expected x"])])
-    js, md, png = harness.write_summary(rows, tmp_path, "budget quick")
+    rows = summary.summarize([record(failures=["relu (seed 42): expected x"])])
+    js, md, png = summary.write_summary(rows, tmp_path, "budget quick")
     assert json.loads(js.read_text())["rows"][0]["remedy"] == "relu"
     assert "## Failed expectations" in md.read_text()
     assert png.stat().st_size > 1000
@@ -47,21 +47,21 @@ def test_write_summary(tmp_path):
 
 def test_settings_validate_names_and_budget():
     with pytest.raises(ValueError, match="unknown remedy 'x'"):
-        harness.Settings(remedies=("x",))
+        session.Settings(remedies=("x",))
     with pytest.raises(ValueError, match="unknown budget"):
-        harness.Settings(budget="long")
-    s = harness.Settings(budget="quick", n_seeds=3, remedies=("relu", "baseline"))
+        session.Settings(budget="long")
+    s = session.Settings(budget="quick", n_seeds=3, remedies=("relu", "baseline"))
     assert s.seeds == [42, 43, 44] and s.names == ["baseline", "relu"]
 
 
 def test_worker_threads_never_oversubscribe():
-    assert harness.worker_threads(2, cores=2) == 1
-    assert harness.worker_threads(3, cores=16) == 5
-    assert harness.worker_threads(8, cores=2) == 1
+    assert session.worker_threads(2, cores=2) == 1
+    assert session.worker_threads(3, cores=16) == 5
+    assert session.worker_threads(8, cores=2) == 1
 
 
 def test_reference_round_trip_and_tolerances(tmp_path):
-    settings = harness.Settings(budget="quick")
+    settings = session.Settings(budget="quick")
     path = reference.save(tmp_path / "ref.json",
                           [record(seed=42, acc=0.80), record(seed=43, acc=0.90)], settings)
     ref = reference.load(path)
@@ -78,24 +78,24 @@ def test_reference_round_trip_and_tolerances(tmp_path):
 
 def test_reference_keeps_other_budgets_and_bad_files(tmp_path):
     path = tmp_path / "ref.json"
-    reference.save(path, [record()], harness.Settings(budget="quick"))
-    reference.save(path, [record()], harness.Settings(budget="full"))
+    reference.save(path, [record()], session.Settings(budget="quick"))
+    reference.save(path, [record()], session.Settings(budget="full"))
     assert set(reference.load(path)["budgets"]) == {"quick", "full"}
     path.write_text("{not json")
     with pytest.raises(reference.ReferenceError, match="not valid JSON"):
         reference.load(path)
     with pytest.raises(reference.ReferenceError, match="not valid JSON"):
-        reference.save(path, [record()], harness.Settings(budget="quick"))
+        reference.save(path, [record()], session.Settings(budget="quick"))
     assert path.read_text() == "{not json"  # the user's file is never overwritten
 
 
 def test_comparison_refuses_a_different_setup(tmp_path):
-    path = reference.save(tmp_path / "r.json", [record()], harness.Settings(budget="quick"))
+    path = reference.save(tmp_path / "r.json", [record()], session.Settings(budget="quick"))
     c = reference.Comparison(reference.load(path))
-    c.run([record()], harness.Settings(budget="quick", epochs=3))
+    c.run([record()], session.Settings(budget="quick", epochs=3))
     assert c.failed and "not comparable" in c.report()
     c = reference.Comparison(reference.load(path))
-    c.run([record()], harness.Settings(budget="full"))
+    c.run([record()], session.Settings(budget="full"))
     assert c.failed and "has no 'full' budget" in c.report()
 
 
@@ -113,28 +113,28 @@ def test_trainable_depth_and_orderings(monkeypatch):
     bad = {3: 0.6, 7: 0.1, 15: 0.1, 30: 0.1}
     records = [swept("batchnorm", d, s, a) for s in (42, 43) for d, a in good.items()]
     records += [swept("baseline", d, s, a) for s in (42, 43) for d, a in bad.items()]
-    assert harness.trainable_depth([r for r in records if r["remedy"] == "baseline"], level) == 3
+    assert session_checks.trainable_depth([r for r in records if r["remedy"] == "baseline"], level) == 3
     monkeypatch.setitem(registry.REMEDIES, "batchnorm", dataclasses.replace(
         registry.get("batchnorm"), deeper_than=("baseline",)))
-    sweep = harness.Settings(budget="sweep")
-    [e] = harness.depth_expectations(records, sweep)
+    sweep = session.Settings(budget="sweep")
+    [e] = session_checks.depth_expectations(records, sweep)
     assert e["held"] and e["detail"] == "seed 42: 30 vs 3, seed 43: 30 vs 3"
     # batchnorm silently replaced by the baseline: the ordering fails
     sabotaged = [dict(r, remedy="batchnorm") if r["remedy"] == "baseline" else r
                  for r in records if r["remedy"] == "baseline"] + [
         r for r in records if r["remedy"] == "baseline"]
-    [e] = harness.depth_expectations(sabotaged, sweep)
+    [e] = session_checks.depth_expectations(sabotaged, sweep)
     assert e["held"] is False
     # not the declared sweep: reported, not judged
-    [e] = harness.depth_expectations(records, harness.Settings(budget="sweep", epochs=2))
+    [e] = session_checks.depth_expectations(records, session.Settings(budget="sweep", epochs=2))
     assert e["held"] is None and "needs the sweep budget" in e["why"]
-    assert harness.format_expectations([e])[0].startswith("batchnorm trains deeper than baseline:"
+    assert session_checks.format_expectations([e])[0].startswith("batchnorm trains deeper than baseline:"
                                                           " not evaluated: needs")
 
 
 def test_a_value_from_another_machine_is_kept_beside_the_first(tmp_path):
     path = tmp_path / "ref.json"
-    settings = harness.Settings(budget="quick")
+    settings = session.Settings(budget="quick")
     amd = dict(record(seed=42, acc=0.80), env={"torch": "2.14.1", "threads": 1,
                                                "device": "cpu", "cpu": "AMD"})
     intel = dict(record(seed=42, acc=0.84), env=dict(amd["env"], cpu="Intel"))
@@ -162,9 +162,9 @@ def test_a_value_from_another_machine_is_kept_beside_the_first(tmp_path):
 def test_a_useless_tolerance_is_unchecked(tmp_path):
     path = reference.save(tmp_path / "r.json", [record(seed=42, acc=0.10),
                                                 record(seed=43, acc=0.45)],
-                          harness.Settings(budget="quick"))
+                          session.Settings(budget="quick"))
     c = reference.Comparison(reference.load(path))
-    c.run([dict(record(seed=44, acc=0.3))], harness.Settings(budget="quick"))
+    c.run([dict(record(seed=44, acc=0.3))], session.Settings(budget="quick"))
     row = next(r for r in c.rows if r[1] == "test_acc")
     assert row[-1] == "unchecked" and "cannot tell a stalled net" in c.report()
 
@@ -172,7 +172,7 @@ def test_a_useless_tolerance_is_unchecked(tmp_path):
 def test_a_ratio_that_underflowed_is_not_saved(tmp_path):
     """A float32 ratio of 0 at depth is an underflow; the reference keeps what it can use."""
     path = reference.save(tmp_path / "r.json", [record(ratio=(0.0, 1.0))],
-                          harness.Settings(budget="quick"))
+                          session.Settings(budget="quick"))
     entry = reference.load(path)["budgets"]["quick"]["remedies"]["relu"]
     assert "grad_ratio_init" not in entry and entry["grad_ratio_final"]["values"] == {"42": 1.0}
 
@@ -187,17 +187,17 @@ def test_a_declared_cause_is_proven_by_intervention():
     def mine(found):  # clip_std10 declares its own cause too
         return [e for e in found if e["text"].startswith("init_std10")]
 
-    sweep = harness.Settings(budget="sweep")
+    sweep = session.Settings(budget="sweep")
     runs = [rec("init_std10", 0.27), rec("init_std1", 0.63), rec("clip_std10", 0.10)]
-    [e] = mine(harness.interventions(runs, sweep))
+    [e] = mine(session_checks.interventions(runs, sweep))
     assert e["held"] is True and "fixed by init_std1; not by clip_std10" in e["text"]
     assert "init_std1 0.630" in e["detail"]
     # clipping that also trained would disprove the cause; so would a fix that did not
-    [e] = mine(harness.interventions([runs[0], runs[1], rec("clip_std10", 0.6)], sweep))
+    [e] = mine(session_checks.interventions([runs[0], runs[1], rec("clip_std10", 0.6)], sweep))
     assert e["held"] is False
-    [e] = mine(harness.interventions([runs[0], rec("init_std1", 0.2), runs[2]], sweep))
+    [e] = mine(session_checks.interventions([runs[0], rec("init_std1", 0.2), runs[2]], sweep))
     assert e["held"] is False
-    [e] = mine(harness.interventions(runs[:1], sweep))
+    [e] = mine(session_checks.interventions(runs[:1], sweep))
     assert e["held"] is None and "needs init_std1, clip_std10 at depth 7, seed 42" in e["why"]
-    assert harness.interventions(runs, harness.Settings(budget="sweep", epochs=2)) == []
-    assert harness.interventions(runs, harness.Settings(budget="quick")) == []
+    assert session_checks.interventions(runs, session.Settings(budget="sweep", epochs=2)) == []
+    assert session_checks.interventions(runs, session.Settings(budget="quick")) == []
