@@ -49,6 +49,7 @@ from vgbench.diagnostics import slope_profile
 from vgbench.point import Point
 from vgbench.model import ACTIVATION_MODULES
 from vgbench.history import History
+from vgbench.remedy import QUICK_EPOCHS, SWEEP_EPOCHS, TRAINABLE_ACC
 
 TOOLS = ("vgbench", "AUTOTRAINER", "SageMaker")
 RULE_VERDICT = {
@@ -119,7 +120,7 @@ def ground_truth(name: str, depth: int, budget: str, moment: str) -> str | None:
 def _budget(h: History) -> str:
     cfg = h.config
     epochs = cfg["stage_epochs"] or cfg["epochs"]
-    return {registry.QUICK_EPOCHS: "quick", registry.SWEEP_EPOCHS: "sweep"}.get(epochs, "full")
+    return {QUICK_EPOCHS: "quick", SWEEP_EPOCHS: "sweep"}.get(epochs, "full")
 
 
 def rows_for(h: History) -> dict:
@@ -131,7 +132,7 @@ def rows_for(h: History) -> dict:
     out = {"run": h.name, "name": name, "depth": depth, "budget": budget,
            "seed": h.config["seed"], "tools": {}, "truth": {}}
     whole = [a for a, st in zip(h.val_acc, h.stage) if a is not None and st == max(h.stage)]
-    out["trained"] = bool(whole) and max(whole) >= registry.TRAINABLE_ACC and not h.diverged
+    out["trained"] = bool(whole) and max(whole) >= TRAINABLE_ACC and not h.diverged
     for tool in TOOLS:
         out["tools"][tool] = {}
     # recomputed from the stored measurements (a change of the rules needs no new runs)

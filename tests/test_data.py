@@ -123,7 +123,7 @@ def test_wrong_image_shape(tiny_dir):
 
 
 def test_real_data_is_the_original(real_data):
-    """PROTOCOL.md: 60,000 / 10,000 images, balanced labels, mean pixel 0.2860."""
+    """docs/protocol.md: 60,000 / 10,000 images, balanced labels, mean pixel 0.2860."""
     assert real_data.train_x.shape == (60_000, 784) and real_data.test_x.shape == (10_000, 784)
     assert torch.bincount(real_data.train_y).tolist() == [6000] * 10
     assert torch.bincount(real_data.test_y).tolist() == [1000] * 10

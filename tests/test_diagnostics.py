@@ -15,6 +15,7 @@ from torch import nn
 
 from vgbench.diagnostics import activation_stats, slope_profile, slopes
 from vgbench.point import HIDDEN_METRICS, LAYER_METRICS
+from vgbench.remedy import BASELINE
 
 
 def test_saturation_and_dead_units_on_hand_made_inputs():
@@ -68,7 +69,7 @@ def test_probe_restores_batchnorm_statistics():
 
 
 def test_history_holds_per_layer_arrays_every_epoch():
-    cfg = replace(registry.BASELINE, epochs=3, batch_size=256)
+    cfg = replace(BASELINE, epochs=3, batch_size=256)
     h = train.train(cfg, tiny_splits(), "baseline")
     d = h.diagnostics
     assert d["epoch"] == [0, 1, 2, 3]

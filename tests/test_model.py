@@ -71,7 +71,7 @@ class Tag(nn.Module):
 
 
 def test_skip_wiring():
-    """h3 = act3 + h1 and h7 = act7 + h4, nothing else, as PROTOCOL.md's skip remedy."""
+    """h3 = act3 + h1 and h7 = act7 + h4, nothing else, as docs/protocol.md's skip remedy."""
     net = M.MLP(registry.get("skip").config)
     net.hidden = nn.ModuleList(Tag(i) for i in range(1, 8))
     acts = []

@@ -16,6 +16,7 @@ from vgbench import data, expect, files, registry, train
 from vgbench.history import History
 from vgbench.cli import main
 from vgbench.config import Config
+from vgbench.remedy import QUICK_EPOCHS
 
 EXPLODES = replace(registry.get("relu").config, init="normal", init_std=1.0, lr=1e4,
                    epochs=5, batch_size=128)
@@ -98,7 +99,7 @@ def test_degenerate_pipeline_fails_the_baselines_sanity_checks(real_data):
     """A pipeline that does not train (here: a learning rate of 1e-12) leaves the baseline
     at chance, so `test_acc <= 0.15` alone would pass; the checks that prove training
     happened (the output layer moved, the loss left ln(10) behind) must fail."""
-    cfg = replace(registry.get("baseline").config, epochs=registry.QUICK_EPOCHS, lr=1e-12,
+    cfg = replace(registry.get("baseline").config, epochs=QUICK_EPOCHS, lr=1e-12,
                   limit=4096)
     h = train.train(cfg, data.split(real_data, 42, limit=4096), "baseline")
     failures = expect.evaluate("baseline", registry.get("baseline").quick,

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from vgbench import reference, session, session_checks, summary
+from vgbench.remedy import TRAINABLE_ACC
 
 
 def record(remedy="relu", seed=42, acc=0.8, ratio=(1.0, 0.5), failures=(), to_target=12):
@@ -108,7 +109,7 @@ def swept(remedy, depth, seed, best):
 def test_trainable_depth_and_orderings(monkeypatch):
     from vgbench import registry
 
-    level = registry.TRAINABLE_ACC
+    level = TRAINABLE_ACC
     good = {3: 0.8, 7: 0.8, 15: 0.8, 30: 0.8}
     bad = {3: 0.6, 7: 0.1, 15: 0.1, 30: 0.1}
     records = [swept("batchnorm", d, s, a) for s in (42, 43) for d, a in good.items()]

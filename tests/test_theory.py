@@ -12,13 +12,14 @@ import torch
 from vgbench import data, registry, theory, train
 from vgbench import model as M
 from vgbench.diagnostics import init_profile
+from vgbench.remedy import BASELINE, SMALL
 
-SIGMOID_N1 = replace(registry.BASELINE, init="normal", init_std=1.0)
-RELU_SMALL = replace(registry.SMALL, activation="relu")
-RELU_HE = replace(registry.BASELINE, activation="relu", init="kaiming", init_gain=math.sqrt(2))
-CONFIGS = {"baseline": registry.BASELINE, "sigmoid_small": registry.SMALL,
+SIGMOID_N1 = replace(BASELINE, init="normal", init_std=1.0)
+RELU_SMALL = replace(SMALL, activation="relu")
+RELU_HE = replace(BASELINE, activation="relu", init="kaiming", init_gain=math.sqrt(2))
+CONFIGS = {"baseline": BASELINE, "sigmoid_small": SMALL,
            "sigmoid_std1": SIGMOID_N1, "relu_small": RELU_SMALL, "relu_he": RELU_HE}
-"""PROTOCOL.md's theory checks: the sigmoid baseline (default init), sigmoid with N(0, 0.05)
+"""docs/protocol.md's theory checks: the sigmoid baseline (default init), sigmoid with N(0, 0.05)
 and N(0, 1) weights, ReLU with small init and with He init."""
 DEPTHS = (3, 7, 15, 30, 50)
 SEEDS = (42, 43, 44)
@@ -89,11 +90,11 @@ def test_fixed_point_and_depth_scale():
 
 
 def test_weight_variances_follow_each_init():
-    w = theory.weight_variances(registry.BASELINE)
+    w = theory.weight_variances(BASELINE)
     assert w[0] == pytest.approx((1 / 3, 1 / (3 * 784))) and w[1][1] == pytest.approx(1 / 384)
-    assert theory.weight_variances(registry.SMALL)[1] == pytest.approx((128 * 0.05 ** 2, 0))
+    assert theory.weight_variances(SMALL)[1] == pytest.approx((128 * 0.05 ** 2, 0))
     assert theory.weight_variances(RELU_HE)[3] == pytest.approx((2.0, 0))
-    xav = theory.weight_variances(replace(registry.BASELINE, init="xavier"))
+    xav = theory.weight_variances(replace(BASELINE, init="xavier"))
     assert xav[0][0] == pytest.approx(2 * 784 / (784 + 128)) and xav[1][0] == pytest.approx(1)
 
 
@@ -151,9 +152,9 @@ def test_measured_profile_agrees_with_theory(splits, name, depth):
 
 
 def test_what_the_theory_says_about_these_nets(splits):
-    """The facts PROTOCOL.md states, from the same predictions the tests above check."""
+    """The facts docs/protocol.md states, from the same predictions the tests above check."""
     x = splits[42].train_x[:512]
-    base = {d: theory.predict(replace(registry.BASELINE, n_layer=d), x) for d in DEPTHS}
+    base = {d: theory.predict(replace(BASELINE, n_layer=d), x) for d in DEPTHS}
     # sigmoid at default init: ordered phase, a constant decay per layer, R exponential
     assert base[7].chi_star < 0.1 and 0.8 < base[7].decay_per_layer < 0.9
     assert base[7].ratio == pytest.approx(2.5e-6, rel=0.2)  # "about a millionth"
@@ -169,7 +170,7 @@ def test_what_the_theory_says_about_these_nets(splits):
 
 def test_sabotage_sigma_w_off_by_2x_is_caught(splits):
     """A theory with sigma_w^2 doubled must disagree with the measurement."""
-    cfg = replace(registry.BASELINE, n_layer=15)
+    cfg = replace(BASELINE, n_layer=15)
     measured, _ = measure(cfg, splits, 42)
     wrong = [(2 * w, b) for w, b in theory.weight_variances(cfg)]
     x = splits[42].train_x[torch.randperm(len(splits[42].train_y),

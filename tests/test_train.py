@@ -9,6 +9,7 @@ import torch
 from vgbench import data, machine, registry, train
 from vgbench.history import History
 from vgbench.config import Config
+from vgbench.remedy import BASELINE
 
 
 def tiny_splits(seed=0, n=1024):
@@ -120,7 +121,7 @@ def test_unknown_remedy_lists_the_valid_ones():
 
 
 def test_registry_entries_differ_from_the_baseline_only_where_declared():
-    base = registry.BASELINE
+    base = BASELINE
     for r in registry.REMEDIES.values():
         diff = {f.name for f in dataclasses.fields(base)
                 if getattr(r.config, f.name) != getattr(base, f.name)}

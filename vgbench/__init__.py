@@ -16,7 +16,7 @@ from vgbench.config import Config  # noqa: E402
 from vgbench.expect import Check, Diagnosis  # noqa: E402
 from vgbench.inspection import assert_gradient_flow, inspect  # noqa: E402
 from vgbench.model import Parts  # noqa: E402
-from vgbench.registry import BASELINE, SMALL, Remedy  # noqa: E402
+from vgbench.remedy import BASELINE, SMALL, Remedy  # noqa: E402
 
 __all__ = ["BASELINE", "SMALL", "Check", "Config", "Diagnosis", "Parts", "Remedy",
            "__version__", "assert_gradient_flow", "inspect"]

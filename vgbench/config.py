@@ -16,7 +16,7 @@ OPTIMIZERS = ("sgd", "adam")
 
 @dataclass(frozen=True)
 class Config:
-    """Everything that defines one training run. Defaults: the baseline of PROTOCOL.md."""
+    """Everything that defines one training run. Defaults: the baseline of docs/protocol.md."""
 
     # --- model ---
     n_layer: int = 7
@@ -33,7 +33,7 @@ class Config:
     skip: tuple[tuple[int, int], ...] = ()
     """Residual adds as (src, dst) pairs of 1-based hidden layers: h_dst = act(...) + h_src.
     The pairs are a pattern over the first P = max(dst) layers, repeated every P layers
-    down the stack while they fit (PROTOCOL.md, 'Depth'); see skip_pairs."""
+    down the stack while they fit (docs/protocol.md, 'Depth'); see skip_pairs."""
     gradnorm: str | None = None
     """Gradient-normalization layer: None, 'post' (after each hidden activation) or 'pre'
     (between each hidden Linear and its activation)."""

@@ -1,6 +1,6 @@
 """Fashion-MNIST: find the four IDX files, validate them, load once per process onto a device.
 
-Lookup order (PROTOCOL.md): a folder the user names (argument or $VGBENCH_DATA), the
+Lookup order (docs/protocol.md): a folder the user names (argument or $VGBENCH_DATA), the
 project's cache, the Debian package `dataset-fashion-mnist`, torchvision's download.
 """
 

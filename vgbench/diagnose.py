@@ -330,7 +330,7 @@ def summary(diagnosis: dict[str, dict]) -> str:
 
 TRAINABLE_ACC = 0.5
 """A run trained when the whole network's validation accuracy reached this (the depth
-sweep's trainable-depth level, registry.TRAINABLE_ACC)."""
+sweep's trainable-depth level, remedy.TRAINABLE_ACC)."""
 
 LEARNING_ACC = 0.3
 """predict_trainable: a run whose validation accuracy after epoch 1 is halfway from chance

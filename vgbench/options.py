@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vgbench import registry
 from vgbench.config import option_type
 from vgbench.session import BUDGETS, SETS, Settings
+from vgbench.remedy import QUICK_EPOCHS, SWEEP_DEPTHS, SWEEP_EPOCHS
 
 GROUP = ("vgbench", "vgbench: vanishing-gradient remedies")
 
@@ -33,9 +33,9 @@ class Option:
 
 OPTIONS = (
     Option("--vg-budget",
-           f"full: the protocol's 100 epochs (default); quick: {registry.QUICK_EPOCHS} epochs "
-           f"and the checks that hold that early; sweep: {registry.SWEEP_EPOCHS} epochs at "
-           f"depths {','.join(map(str, registry.SWEEP_DEPTHS))} (or --vg-depth)",
+           f"full: the protocol's 100 epochs (default); quick: {QUICK_EPOCHS} epochs "
+           f"and the checks that hold that early; sweep: {SWEEP_EPOCHS} epochs at "
+           f"depths {','.join(map(str, SWEEP_DEPTHS))} (or --vg-depth)",
            dict(choices=list(BUDGETS), default="full")),
     Option("--vg-epochs",
            "override the budget's epochs (per stage for layerwise; 0: evaluate the untrained "

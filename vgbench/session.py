@@ -18,8 +18,9 @@ import torch
 
 from vgbench import data, expect, files, machine, registry, selfcheck, train
 from vgbench.history import History
+from vgbench.remedy import BASELINE, QUICK_EPOCHS, Remedy, SWEEP_DEPTHS, SWEEP_EPOCHS
 
-BUDGETS = {"full": None, "quick": registry.QUICK_EPOCHS, "sweep": registry.SWEEP_EPOCHS}
+BUDGETS = {"full": None, "quick": QUICK_EPOCHS, "sweep": SWEEP_EPOCHS}
 """Epochs per budget (None: the protocol's, from the config)."""
 DEFAULT_SEED = 42
 SETS = ("course", "literature", "control", "all")
@@ -126,7 +127,7 @@ class Settings:
         """The depths swept (empty: none, each remedy at its own)."""
         if self.depths:
             return tuple(sorted(set(self.depths)))
-        return registry.SWEEP_DEPTHS if self.budget == "sweep" else ()
+        return SWEEP_DEPTHS if self.budget == "sweep" else ()
 
     @property
     def cases(self) -> list[Case]:
@@ -134,19 +135,19 @@ class Settings:
         depths = self.sweep_depths or (None,)
         return [Case(n, s, d) for n in self.names for d in depths for s in self.seeds]
 
-    def batched(self, remedy: registry.Remedy, cfg) -> bool:
+    def batched(self, remedy: Remedy, cfg) -> bool:
         """Whether this remedy's seeds train as one batched model this session."""
         return (self._batchable(remedy, cfg)
                 and selfcheck.failed(selfcheck.BATCHED) is None)
 
-    def _batchable(self, remedy: registry.Remedy, cfg) -> bool:
+    def _batchable(self, remedy: Remedy, cfg) -> bool:
         if self.n_seeds < 2 or self.batch_seeds != "on":
             return False
         from vgbench import batched
 
         return batched.unsupported(cfg, remedy.parts) is None
 
-    def batch_fallback(self, remedy: registry.Remedy, cfg):
+    def batch_fallback(self, remedy: Remedy, cfg):
         """The failed batched self-check (selfcheck.Result) that made this remedy's seeds,
         which would have trained batched, train one by one; None if none did."""
         failed = selfcheck.failed(selfcheck.BATCHED)
@@ -154,7 +155,7 @@ class Settings:
             return None
         return failed.elsewhere()
 
-    def config(self, remedy: registry.Remedy, seed: int, depth: int | None = None):
+    def config(self, remedy: Remedy, seed: int, depth: int | None = None):
         """The remedy's config at this budget, seed and depth."""
         changes = {"seed": seed, "limit": self.limit}
         epochs = self.epochs if self.epochs is not None else BUDGETS[self.budget]
@@ -186,7 +187,7 @@ def baseline_ratio_init(splits: data.Splits, seed: int, probe_size: int,
                         n_layer: int) -> float:
     """The baseline's first/output gradient ratio at init for this seed, probe batch and
     depth."""
-    cfg = replace(registry.BASELINE, seed=seed, epochs=0, probe_size=probe_size,
+    cfg = replace(BASELINE, seed=seed, epochs=0, probe_size=probe_size,
                   n_layer=n_layer)
     run = train.Run(cfg, splits, "baseline")
     return run.finish().grad_ratio_init

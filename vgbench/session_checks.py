@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from vgbench import registry
 from vgbench.session import Settings, key_order
+from vgbench.remedy import SWEEP_DEPTHS, SWEEP_EPOCHS, TRAINABLE_ACC
 
 def _trained(record: dict, level: float) -> bool:
     """The whole network reached validation accuracy `level` (metric whole_val_acc) and
@@ -23,7 +24,7 @@ def trainable_depth(records: list[dict], level: float) -> int | None:
 
 
 def depth_expectations(records: list[dict], settings: Settings,
-                       level: float = registry.TRAINABLE_ACC) -> list[dict]:
+                       level: float = TRAINABLE_ACC) -> list[dict]:
     """Each declared `deeper_than` over this session's sweep: {'text', 'held' (True, False,
     or None: not evaluated, with 'why'), 'detail'}. Evaluated when the session ran the sweep
     budget's epochs over at least SWEEP_DEPTHS (where the orderings were measured), per
@@ -31,7 +32,7 @@ def depth_expectations(records: list[dict], settings: Settings,
     swept = [r for r in records if r.get("swept")]
     ran = {r["remedy"] for r in swept}
     as_declared = (settings.budget == "sweep" and settings.epochs is None and not settings.limit
-                   and set(registry.SWEEP_DEPTHS) <= set(settings.sweep_depths))
+                   and set(SWEEP_DEPTHS) <= set(settings.sweep_depths))
     out = []
     for name in [n for n in registry.names() if n in ran]:
         for other in [o for o in registry.get(name).deeper_than if o in ran]:
@@ -39,8 +40,8 @@ def depth_expectations(records: list[dict], settings: Settings,
             if not as_declared:
                 out.append({"text": text, "held": None,
                             "why": f"needs the sweep budget as declared (depths "
-                                   f"{', '.join(map(str, registry.SWEEP_DEPTHS))}, "
-                                   f"{registry.SWEEP_EPOCHS} epochs, full data)"})
+                                   f"{', '.join(map(str, SWEEP_DEPTHS))}, "
+                                   f"{SWEEP_EPOCHS} epochs, full data)"})
                 continue
             seeds = sorted({r["seed"] for r in swept if r["remedy"] == name}
                            & {r["seed"] for r in swept if r["remedy"] == other})
@@ -52,8 +53,8 @@ def depth_expectations(records: list[dict], settings: Settings,
                                     level)
                 pairs.append((s, a, b))
             held = all((a or 0) > (b or 0) for _, a, b in pairs)
-            detail = ", ".join(f"seed {s}: {a or '<' + str(min(registry.SWEEP_DEPTHS))} vs "
-                               f"{b or '<' + str(min(registry.SWEEP_DEPTHS))}" for s, a, b in pairs)
+            detail = ", ".join(f"seed {s}: {a or '<' + str(min(SWEEP_DEPTHS))} vs "
+                               f"{b or '<' + str(min(SWEEP_DEPTHS))}" for s, a, b in pairs)
             out.append({"text": text, "held": held, "detail": detail})
     return out
 
@@ -66,7 +67,7 @@ leave vanishing behind and reach 0.82)."""
 
 
 def interventions(records: list[dict], settings: Settings,
-                  level: float = registry.TRAINABLE_ACC) -> list[dict]:
+                  level: float = TRAINABLE_ACC) -> list[dict]:
     """Each declared diagnosis' proof by intervention, per case of this session that
     declares one with fixed_by / not_fixed_by: {'text', 'held' (True, False, or None: not
     evaluated, with 'why'), 'detail'}. Held when the case itself did not reach `level`

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vgbench import diagnose, files, registry
+from vgbench import diagnose, files
 from vgbench.session import key_order
 from vgbench.session_checks import format_expectations, trainable_depth
+from vgbench.remedy import TRAINABLE_ACC
 
 # two-sided 95% Student t quantiles by degrees of freedom (no scipy in the stack)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -157,7 +158,7 @@ def table_cells(rows: list[dict]) -> tuple[list[str], list[list]]:
     return headers, body
 
 
-def depth_rows(records: list[dict], level: float = registry.TRAINABLE_ACC) -> list[dict]:
+def depth_rows(records: list[dict], level: float = TRAINABLE_ACC) -> list[dict]:
     """For a depth sweep: per remedy, the mean test accuracy at each depth and the
     trainable depth of each seed."""
     swept = [r for r in records if r.get("swept")]
@@ -181,7 +182,7 @@ def depth_rows(records: list[dict], level: float = registry.TRAINABLE_ACC) -> li
 def depth_table(rows: list[dict], fmt: str = "simple") -> str:
     """The depth sweep as text: test accuracy per remedy and depth, and trainable depth."""
     depths = sorted({d for r in rows for d in r["depths"]})
-    level = rows[0]["level"] if rows else registry.TRAINABLE_ACC
+    level = rows[0]["level"] if rows else TRAINABLE_ACC
     body = []
     for r in rows:
         td = list(r["trainable_depth"].values())
@@ -195,7 +196,7 @@ def depth_table(rows: list[dict], fmt: str = "simple") -> str:
 
 
 def write_depth_figures(records: list[dict], out: str | Path,
-                        level: float = registry.TRAINABLE_ACC) -> list[Path]:
+                        level: float = TRAINABLE_ACC) -> list[Path]:
     """For a depth sweep: depth_profiles.png (gradient profile at init, measured and
     predicted, per remedy and depth) and depth_sweep.png (accuracy and R vs depth)."""
     from vgbench import plots

@@ -2,7 +2,7 @@
 
 Signal propagation through a wide random network (Poole et al. 2016, arXiv 1606.05340;
 Schoenholz et al. 2017, arXiv 1611.01232; Glorot & Bengio 2010 for sigmoid nets), in the
-conventions of PROTOCOL.md ('Mean-field theory'):
+conventions of docs/protocol.md ('Mean-field theory'):
 
 - layer l's weights have variance sigma_w^2 / fan_in and its biases variance sigma_b^2;
 - forward, per example: q_1 = Var(W_1) ||x||^2 + sigma_b^2 from the real input, then
