@@ -19,10 +19,8 @@ features) input, a Conv1d/2d/3d called once: diagnostics.conv_example_norms).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,158 +30,17 @@ from tabulate import tabulate
 from torch import nn
 
 from vgbench import diagnose, files
-from vgbench.diagnostics import ACTIVATIONS, ForwardCalls, as_it_was
+from vgbench.diagnostics import as_it_was
+from vgbench.layout import ModelLayout
 from vgbench.point import Point
 from vgbench.probe import Probe
 from vgbench.updater import Updater
 
-NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
-         nn.modules.instancenorm._InstanceNorm)
-"""Their parameters are reported but stay out of the verdict's layer chain (a scale, not a
-layer the gradient passes through), as do embeddings (a lookup whose rows update sparsely)."""
 DEFAULT_LR = 0.01
 """Without optimizer= or lr=, update ratios are those of plain SGD at this rate (the
 protocol's)."""
-ROLES = ("weight", "norm", "embedding", "zero", "vector")
-"""What a parameter is, by what it does in the forward pass: weight, a matrix or filter the
-signal passes through (an operand of a linear map, a convolution, a matrix product or
-attention, or a recurrent module's matrix), the only role the verdict's layer chain reads;
-norm, the scale or shift of a normalization; embedding, a table looked up; zero, a weight
-that is all zeros at init (its update ratio has nothing to relate to); vector, anything else
-(biases, layer scales, residual gates, class tokens, position embeddings)."""
-
-
 class InspectError(ValueError):
     """The model or the batch cannot be inspected as given; the message says what to pass."""
-
-
-@dataclass
-class ModelLayout:
-    """What the probe measures in an arbitrary model: every trainable parameter, in the order
-    the forward pass first calls the module that owns it (layers(); a module that is only
-    used functionally, as MultiheadAttention's out_proj, goes with its nearest called
-    parent), each with its role (ROLES), and the elementwise activations it calls, modules
-    and functions alike (activations())."""
-
-    entries: list
-    """(name, module, parameter) in call order."""
-    acts: list
-    """[(name, module)], one per call, in call order (a module called twice is listed
-    twice; a functional activation by the module that called it, with a module that
-    computes the same)."""
-    roles: list[str] = field(default_factory=list)
-    """Per entry, its role (ROLES)."""
-    functional: bool = False
-    """Whether some activations are functional (the probe then watches the forward's
-    function calls)."""
-    notes: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    """Parameters not measured, with why."""
-    called: set[str] = field(default_factory=set)
-    """The names of the modules the forward called."""
-
-    def layers(self):
-        return self.entries
-
-    def activations(self):
-        return [m for _, m in self.acts]
-
-    def chain(self) -> list[int]:
-        """Indices of the layers the verdict reads: the weights by role."""
-        return [i for i, role in enumerate(self.roles) if role == "weight"]
-
-    @classmethod
-    @contextlib.contextmanager
-    def recording(cls, model: nn.Module):
-        """Hooks on model for the block: the layout of the forward passes run inside it is
-        the yielded object's .layout once the block ends (inspect records its loss check's
-        forward, so finding the layers costs no pass of its own). The forward must run with
-        gradients enabled (functional activations count where their input is in the graph)."""
-        names = {m: n or type(model).__name__ for n, m in model.named_modules()}
-        calls: dict[nn.Module, int] = {}
-        first: list[nn.Module] = []  # modules in the order of their first call
-        stack: list[nn.Module] = []  # the modules whose forward is running
-        acts: list[tuple[str, nn.Module]] = []
-
-        def enter(module, inputs):
-            calls[module] = calls.get(module, 0) + 1
-            if calls[module] == 1:
-                first.append(module)
-            stack.append(module)
-            if isinstance(module, ACTIVATIONS):
-                watch.inside += 1
-                acts.append((names[module], module))
-
-        def leave(module, inputs, output):
-            stack.pop()
-            if isinstance(module, ACTIVATIONS):
-                watch.inside -= 1
-
-        def functional(standin, h, inplace):
-            where = names[stack[-1]] if stack else type(model).__name__
-            acts.append((f"{where}:{type(standin).__name__}", standin))
-
-        watch = ForwardCalls(functional)
-        hooks = [h for m in model.modules()
-                 for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
-        found = types.SimpleNamespace(layout=None)
-        try:
-            with watch:
-                yield found
-        finally:
-            for h in hooks:
-                h.remove()
-        found.layout = cls._from_calls(model, names, first, calls, acts, watch)
-
-    @classmethod
-    def _from_calls(cls, model, names, first, calls, acts, watch) -> "ModelLayout":
-        order = {m: k for k, m in enumerate(first)}
-        parents = {}
-        for m in model.modules():
-            for child in m.children():
-                parents.setdefault(child, m)
-
-        def place(m):  # a module never called goes with its nearest called parent
-            while m not in order and m in parents:
-                m = parents[m]
-            return order.get(m)
-
-        owners = [m for m in model.modules() if list(m.parameters(recurse=False))]
-        placed = sorted((k, i, m) for i, m in enumerate(owners)
-                        if (k := place(m)) is not None)
-        entries, roles, skipped, notes = [], [], [], []
-        for _, _, m in placed:
-            for pname, p in m.named_parameters(recurse=False):
-                if p.requires_grad:
-                    entries.append((pname if m is model else f"{names[m]}.{pname}", m, p))
-                    roles.append(_role(m, p, watch))
-            if calls.get(m, 0) > 1:
-                notes.append(f"{names[m]} is called {calls[m]} times per forward (shared "
-                             "weights): its gradient is the sum, no per-example norm")
-        for n, p in model.named_parameters():
-            if not p.requires_grad:
-                skipped.append(f"{n} (frozen: requires_grad is False)")
-        count: dict[nn.Module, int] = {}
-        named = []
-        for name, m in acts:
-            count[m] = count.get(m, 0) + 1
-            twice = calls.get(m, 0) > 1
-            named.append((name + (f" (call {count[m]})" if twice else ""), m))
-        return cls(entries, named, roles, any(m not in calls for _, m in acts), notes,
-                   skipped, {names[m] for m in calls})
-
-
-def _role(module: nn.Module, p: torch.Tensor, watch: ForwardCalls) -> str:
-    """p's role (ROLES), from what the forward did with it."""
-    if isinstance(module, NORMS):
-        return "norm"
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or id(p) in watch.lookups:
-        return "embedding"
-    matrix = sum(n > 1 for n in p.shape) >= 2 and (
-        id(p) in watch.matrices or isinstance(module, nn.RNNBase))
-    if not matrix:
-        return "vector"
-    return "weight" if bool(p.detach().any()) else "zero"
 
 
 def _forward(model, x):

@@ -25,7 +25,7 @@ from torch import nn
 import vgbench
 from vgbench import data
 from vgbench.diagnostics import ACTIVATIONS
-from vgbench.inspection import NORMS
+from vgbench.layout import NORMS
 
 LEARNED = 0.5
 """A run learned when its held-out accuracy reached this (chance is 0.1 on every task)."""
