@@ -4,12 +4,18 @@ terminal table, whatever ended the session."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import shutil
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from vgbench import benchmark_adapter, data, reference, report, session_checks, summary
+from vgbench import benchmark_adapter, data, progress, reference, report, session_checks, summary
 from vgbench.session import Settings, bring_home
 
 RECORD_KEY = "vgbench_record"
@@ -27,6 +33,20 @@ def _to_benchmark_session(config: pytest.Config, record: dict) -> None:
                           record["params"], dict(benchmark_adapter.extra_info(record),
                                                  timed_by="vgbench xdist worker"),
                           record["epoch_time"])
+
+
+def _workers(config: pytest.Config) -> int:
+    """How many processes run cases: xdist's workers, else this one."""
+    if config.getoption("dist", "no") == "no":
+        return 1
+    from xdist.workermanage import parse_tx_spec_config
+
+    return len(parse_tx_spec_config(config))
+
+
+def _case_id(nodeid: str) -> str:
+    """'benchmarks/test_remedies.py::test_remedy[relu-seed42]' -> 'relu-seed42'."""
+    return nodeid.rsplit("[", 1)[-1].rstrip("]")
 
 
 class Controller:
@@ -50,10 +70,92 @@ class Controller:
         self.paths: list = []
         self.data_checked = False
         self.started = time.perf_counter()
+        self.progress: progress.Progress | None = None
+        """Cases done, running, the ETA; None: --vg-progress off."""
+        self.live = False
+        """Redraw one line in place (a terminal), else a plain line now and then."""
+        self.notes: Path | None = None
+        """Where this machine's workers note their epochs (progress.note)."""
+        self._drawn = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # --- progress ---------------------------------------------------------------------------
+    PLAIN_EVERY = 60.0
+    """Seconds between two plain progress lines (not a terminal: a CI log)."""
+
+    def show_progress(self, mode: str) -> None:
+        """mode: 'auto' (a live line on a terminal outside CI, else a plain line at most
+        every PLAIN_EVERY seconds), 'on' (live where the output is a terminal) or 'off'."""
+        if mode == "off" or self.config.getoption("collectonly"):
+            return
+        tty = sys.stdout.isatty() and (mode == "on" or not os.environ.get("CI"))
+        self.live = tty and self.config.get_verbosity() <= 0
+        if self.config.getoption("dist", "no") != "no":
+            self.notes = Path(self.settings.out).resolve() / progress.NOTES
+        self.progress = progress.Progress(self.settings, _workers(self.config))
+
+    def epoch(self, case_id: str, done: int, total: int) -> None:
+        """A case of this process finished an epoch."""
+        self.progress.epoch(case_id, done, total)
+        self._draw()
+
+    def _draw(self, force: bool = False) -> None:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if self.progress is None or tr is None:
+            return
+        if not (self.progress.running or self.progress.done):
+            return  # nothing to say yet (xdist is still starting its workers)
+        with self._lock:
+            now = time.monotonic()
+            if not self.live and not force and now - self._drawn < self.PLAIN_EVERY:
+                return
+            if self.notes is not None:
+                for cid, (done, total) in progress.read_notes(self.notes).items():
+                    self.progress.epoch(cid, done, total)
+            width = shutil.get_terminal_size().columns
+            capture = self.config.pluginmanager.get_plugin("capturemanager")
+            # during a case of this process its output is captured: write past that
+            with (capture.global_and_fixture_disabled() if capture is not None
+                  else contextlib.nullcontext()):
+                if self.live:
+                    tr.rewrite(self.progress.line(width), erase=True)
+                elif self._drawn or force:  # not before the first PLAIN_EVERY seconds
+                    tr.write_line(self.progress.line(10 ** 6))
+            self._drawn = now
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self._draw()
+
+    def pytest_sessionstart(self, session) -> None:
+        if self.progress is None:
+            return
+        if self.notes is not None:
+            shutil.rmtree(self.notes, ignore_errors=True)
+            self.notes.mkdir(parents=True, exist_ok=True)
+        self._drawn = time.monotonic() if not self.live else 0.0
+        if self.live and self.notes is not None:  # workers elsewhere: redraw on a clock
+            threading.Thread(target=self._tick, daemon=True, name="vgbench-progress").start()
+
+    def pytest_runtest_logstart(self, nodeid: str, location) -> None:
+        if self.progress is not None and nodeid in self.expected:
+            self.progress.started(_case_id(nodeid))
+            self._draw()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_teststatus(self, report, config):
+        """A live line stands for the cases' dots (their counts and failures stay)."""
+        result = yield
+        if self.live and result and report.nodeid in self.expected:
+            return result[0], "", ""
+        return result
 
     def expect(self, nodeids) -> None:
         """Cases collected (by this process, or by an xdist worker)."""
         self.expected.update(nodeids)
+        if self.progress is not None:
+            self.progress.expect(_case_id(n) for n in self.expected)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids) -> None:
@@ -70,6 +172,11 @@ class Controller:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
             return
+        if self.progress is not None and report.nodeid in self.expected:
+            seconds = next((sum(r["epoch_time"]) for k, r in report.user_properties
+                            if k == RECORD_KEY), None)
+            self.progress.finished(_case_id(report.nodeid), seconds)
+            self._draw()
         for key, record in report.user_properties:
             if key == CRASH_KEY:
                 self.crashed.append(dict(record, nodeid=report.nodeid))
@@ -90,6 +197,12 @@ class Controller:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:
         settings, records = self.settings, self.records
+        if self.progress is not None:
+            self._stop.set()
+            if self.live:
+                self._draw()
+            if self.notes is not None:
+                shutil.rmtree(self.notes, ignore_errors=True)
         done = {r["nodeid"] for r in records} | {c["nodeid"] for c in self.crashed}
         missing = sorted(self.expected - done)
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
@@ -157,11 +270,7 @@ class Controller:
     def scheduling(self) -> str:
         """Wall time against the ideal: every epoch time summed, over the workers."""
         wall = time.perf_counter() - self.started
-        workers = 1
-        if self.config.getoption("dist", "no") != "no":
-            from xdist.workermanage import parse_tx_spec_config
-
-            workers = len(parse_tx_spec_config(self.config))
+        workers = _workers(self.config)
         busy = summary.epoch_seconds(self.records)
         if not busy:
             return f"wall {wall:.0f} s"
@@ -179,7 +288,8 @@ class Controller:
         if checks:
             text += f"; {checks}"
         if not self.status.get("complete", True):
-            gone = [f"{len(self.status['missing'])} case(s) missing"] if self.status["missing"] else []
+            missing = self.status["missing"]
+            gone = [f"{len(missing)} case(s) missing"] if missing else []
             gone += [f"{len(self.crashed)} crashed"] if self.crashed else []
             text += f"; INCOMPLETE: {', '.join(gone) or 'no case finished'}"
         return text

@@ -1,6 +1,7 @@
 """The pytest side of vgbench: --vg-* options, the remedy cases, epoch timing, the summary.
 
-Only hooks and fixtures live here; the work is in vgbench.session, vgbench.summary and vgbench.reference.
+Only hooks and fixtures live here; the work is in vgbench.session, vgbench.summary,
+vgbench.controller and vgbench.reference.
 
 pytest-benchmark disables itself under pytest-xdist. Our workers then time every epoch
 themselves (device synchronized, like benchmark.pedantic would) and send the times with the
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vgbench import benchmark_adapter, files, options, reference, registry, session
+from vgbench import benchmark_adapter, files, options, progress, reference, registry, session
 from vgbench.controller import CRASH_KEY, RECORD_KEY, Controller
 
 SETTINGS = pytest.StashKey["session.Settings"]()
@@ -91,7 +92,9 @@ def pytest_configure(config: pytest.Config) -> None:
             files.check_writable(settings.out, "--vg-out")
     except ValueError as exc:  # ReferenceError included
         raise pytest.UsageError(str(exc)) from None
-    config.pluginmanager.register(Controller(config, settings, comparison), "vgbench-controller")
+    controller = Controller(config, settings, comparison)
+    controller.show_progress(config.getoption("vg_progress"))
+    config.pluginmanager.register(controller, "vgbench-controller")
 
 
 def _check_remote_args(config: pytest.Config) -> None:
@@ -246,6 +249,9 @@ def pytest_configure_node(node) -> None:
     """xdist, on the controller: tell each worker how many workers share its host."""
     counts = _host_workers(node.config)
     node.workerinput["vg_host_workers"] = counts.get(_host_key(node.gateway.spec), 1)
+    controller = node.config.pluginmanager.get_plugin("vgbench-controller")
+    if controller is not None and controller.notes and _host_key(node.gateway.spec) == "local":
+        node.workerinput["vg_progress_notes"] = str(controller.notes)
 
 
 def _set_threads(config: pytest.Config) -> None:
@@ -260,6 +266,18 @@ def _set_threads(config: pytest.Config) -> None:
         threads = session.worker_threads(n_workers) if n_workers > 1 else None
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def _epoch_teller(config: pytest.Config, case_id: str):
+    """tell(done, total) after each epoch of a case: to the controller of this process, or
+    into the notes folder it gave this worker; a no-op where no progress is shown."""
+    controller = config.pluginmanager.get_plugin("vgbench-controller")
+    if controller is not None and controller.progress is not None:
+        return lambda done, total: controller.epoch(case_id, done, total)
+    folder = getattr(config, "workerinput", {}).get("vg_progress_notes")
+    if folder:
+        return lambda done, total: progress.note(folder, case_id, done, total)
+    return lambda done, total: None
 
 
 @pytest.fixture
@@ -304,12 +322,20 @@ def vg_run(request, benchmark, vg_settings, vg_remedy, vg_depth, vg_seed):
     def go() -> dict:
         _set_threads(request.config)
 
-        def driver(run):
-            if benchmark.disabled:  # under xdist: run.step() times each epoch itself
-                benchmark.pedantic(lambda: [run.step() for _ in iter(lambda: run.done, True)])
-            elif run.cfg.total_epochs:  # one round per epoch, the device synced in step()
-                benchmark.pedantic(run.step, rounds=run.cfg.total_epochs, iterations=1)
         case = session.Case(vg_remedy, vg_seed, vg_depth)
+        tell = _epoch_teller(request.config, case.id)
+
+        def driver(run):
+            total = run.cfg.total_epochs
+            if benchmark.disabled:  # under xdist: run.step() times each epoch itself
+                def steps():
+                    while not run.done:
+                        run.step()
+                        tell(run.epoch_no, total)
+                benchmark.pedantic(steps)
+            elif total:  # one round per epoch, the device synced in step(); setup untimed
+                benchmark.pedantic(run.step, setup=lambda: tell(run.epoch_no, total),
+                                   rounds=total, iterations=1)
         try:
             record = session.run_case(case, vg_settings, driver)
         except Exception as exc:
