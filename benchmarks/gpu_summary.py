@@ -1,4 +1,4 @@
-"""The summary of a gpu_check.sh folder: what the README's speed section quotes.
+"""The summary of a gpu_check.sh folder: what docs/speed.md quotes.
 
     python benchmarks/gpu_summary.py OUT_DIR
 """

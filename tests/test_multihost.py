@@ -88,7 +88,7 @@ def remote_checkout(tmp_path):
 
 def test_the_suite_runs_over_ssh_and_the_results_come_home(sshd, remote_checkout, tmp_path,
                                                            real_data):
-    """The README's recipe: two workers on the 'remote' host, a tiny budget. The controller
+    """The recipe of docs/multihost.md: two workers on the 'remote' host, a tiny budget. The controller
     runs in a folder of its own (no shared filesystem with the remote checkout) and ends up
     with the summary and every case's history and figures; the remote worker pinned to one
     core sets its torch threads from that host's cores."""

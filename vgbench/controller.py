@@ -131,9 +131,8 @@ class Controller:
     def pytest_sessionstart(self, session) -> None:
         if self.progress is None:
             return
-        if self.notes is not None:
+        if self.notes is not None:  # a crashed session's notes: not this one's
             shutil.rmtree(self.notes, ignore_errors=True)
-            self.notes.mkdir(parents=True, exist_ok=True)
         self._drawn = time.monotonic() if not self.live else 0.0
         if self.live and self.notes is not None:  # workers elsewhere: redraw on a clock
             threading.Thread(target=self._tick, daemon=True, name="vgbench-progress").start()

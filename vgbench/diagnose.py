@@ -21,8 +21,9 @@ pre-activation scale. `diagnose` turns one such moment into one Verdict:
                 fine)
     healthy     none of these
 
-The rules are checked in this order; the first that holds is the verdict. Every threshold
-below says where it comes from. A Verdict is data (JSON-ready), so the history, the summary,
+The rules are checked in this order; the first that holds is the verdict. Where each
+threshold comes from is data in calibration.py (rendered in docs/thresholds.md). A Verdict
+is data (JSON-ready), so the history, the summary,
 the failure message, the figure and the user assertion all print the same object.
 """
 
@@ -41,92 +42,52 @@ MOMENTS = ("init", "epoch1", "end")
 
 EXPLODE_UPDATE = 0.05
 """exploding: some layer's update ratio (one step, ||dW|| / ||W||) is above this: twenty
-such steps would double the layer. Measured at init (seed 42, depths 3-30): at most 0.02 in
-every run that trains (Adam lr 1e-3 on small weights; SGD runs below 3e-3); 0.098 for
-tanh at lr 1.0 (explode_tanh: finite, never learns), 4..8 for gradnorm_pre."""
+such steps would double the layer."""
 SCALE_FREE = 1e-3
 """exploding ignores a layer whose weight is this close to orthogonal to its gradient or
-closer (|cos|, diagnostics.grad_cos): the loss hardly depends on that weight's scale (a batch
-or layer norm follows it), so a large step mostly turns it, and its norm grows with each
-step, which shrinks the next (the self-tuning step of normalized layers, Arora et al. 2019).
-Set at init on torchvision's resnet18, vgg11_bn, mobilenet_v3_small and timm's convnext_atto
-(seed 0, SGD and AdamW; random 64x64 batches and the zoo's Fashion-MNIST 32x32 batch): the
-layers with an update ratio above EXPLODE_UPDATE that a norm follows (stems, a VGG's first
-convolution) are at 2e-8..1.6e-5 (ResNet-18's conv1 on real images, where BatchNorm's eps
-makes the loss depend on its scale that little: scaling the weight by 1.01 gave the same
-1.6e-5), a factor 60 below; the heads (no norm after them) at 1e-2..6.5e-2, 10 above."""
+closer (|cos|, Point.grad_cos): the loss hardly depends on that weight's scale (a norm
+follows it), so a large step mostly turns it and its norm grows, which shrinks the next
+step (the self-tuning step of normalized layers, Arora et al. 2019)."""
 # exploding reads update_scaled where the probe has it (point.Point): a weight
 # started below PyTorch's default scale (VGG's and timm's heads at std 0.01, a ResNet's head
 # times 0.1) is meant to grow, and a step large only next to itself is not an explosion.
 ADAPTIVE_GAIN = 1.5
 """An optimizer whose step grows by less than this when the gradient doubles
-(diagnostics.step_gain: SGD 2, Adam's first step about 1) sets its step by its learning rate,
+(Point.step_gain: SGD 2, Adam's first step about 1) sets its step by its learning rate,
 not by the gradient: there a large update ratio is exploding only if the step raises the
 probe batch's loss."""
 REPLACE_STEP = 1.0
 """exploding whatever the batch's loss does: a step at least this large next to the weight
-(update_scaled: against the larger of its norm and PyTorch's default-init norm) replaces the
-weight in one step; on the batch it was computed on it can still lower the loss, but training
-does not recover. Set on the zoo at seed 0 (benchmarks/zoo, 40 runs, not yet tested on other
-seeds): every run that learned had at most 0.047; every learning-rate-x100 twin 2.6 to 4.7
-(the GPT stack's AdamW at lr 0.1: 2.77, and its first step lowers the batch's loss from 2.47
-to 2.39, so the adaptive rule alone passed it)."""
+(Point.update_scaled) replaces the weight in one step; on the batch it was computed on it
+can still lower the loss, but training does not recover."""
 OVERSHOOT = 0.1
 """exploding at init (moments 'init' and 'inspect'): the step the optimizer would take raises
 the probe batch's loss by more than this share: it overshoots on the very batch it was
-computed from. Set on the zoo at seed 0 (40 runs, not yet tested on other seeds): every run
-that learned lowered the loss (by 0.2% at least); timm's MLP-Mixer at AdamW lr x100 raised it
-by 37% (its zero-initialized head is the only layer that moves in the first step, and no
-layer of the verdict's chain has a large update). Not applied after training starts, where a
-step near a minimum can raise a small loss by more than this."""
+computed from. Not applied once training has started, where a step near a minimum can
+raise a small loss by more than this."""
 DEAD_SHARE = 0.5
-"""dead units: a hidden layer of rectifiers with at least this share of its units dead
-(SageMaker Debugger's DeadRelu threshold_layer of 50%). ReLU nets with zero biases have up
-to 23% at init (seeds 42-46, depth 7)."""
+"""dead units: a hidden layer of rectifiers with at least this share of its units dead."""
 SATURATED_SHARE = 0.5
 """saturated: at least this share of all hidden activations on a flat tail
-(diagnostics.SLOPE_FRACTION), averaged over the hidden layers (one layer over 50% is not
-enough: N(0, 1) sigmoid nets reach 55% in their first layer at depth 30 and train).
-N(0, 10) sigmoid nets have 0.92..0.95 in every layer at init (seeds 42-46)."""
+(diagnostics.SLOPE_FRACTION), averaged over the hidden layers (one saturated layer is not
+enough: deep nets that train can have one)."""
 VANISH_SPREAD = 5e-3
 """vanishing: the first layer's update ratio over the output layer's is below this: the
-input side learns 200 times slower than the output side. Measured (sweep, seed 42, init and
-epoch 1): below it, the baseline at depth 3 (2.6e-3; 1.3e-6 at depth 7), skip at depth 7
-(2.8e-3), layernorm and custom_norm at depth 7 (3e-4..7e-4), xavier and orthogonal at 7
-(3e-5..2e-4); every run that reached validation accuracy 0.5 in 30 epochs is at 1.1e-2 or
-more (orthogonal at depth 3), a factor 2 either side."""
+input side learns 200 times slower than the output side."""
 VANISH_GAIN = 1.0
 """vanishing also needs the per-example gradient to shrink toward the input (geometric-mean
 gain per layer below 1); otherwise a small first-layer update is the optimizer's doing."""
 FROZEN_UPDATE = 3e-6
 """frozen: every layer's update ratio is below this, so over the protocol's 10,600 steps
-(100 epochs of 106) no layer can move by more than 3% of its norm. Measured (sweep, seed
-42, init): GELU with small init at depth 7 (never learns) 2.0e-6; ReLU and LeakyReLU with
-small init at depth 7 (learn after ~20 epochs) 8e-6; at depth 15 and deeper below 5e-9."""
+(100 epochs of 106) no layer can move by more than 3% of its norm."""
 VANISH_TIME = 5e-3
 """vanishing through time: a recurrent layer (RNN, LSTM, GRU) where the loss's gradient with
-respect to its first time step's input is below this share of the last step's (the
-depth rule's 200x, VANISH_SPREAD, for steps instead of layers). Measured on the Recall
-task (`python examples/own_model/time_rule.py`: one-layer nets of 64 units, 30 and 100
-steps, seeds 0-2, at init; then Adam lr 1e-3 for 400 steps of 64 sequences, learned =
-held-out accuracy 0.5, chance 0.25): it separates all 36 runs. Did not learn: tanh RNN,
-GRU and LSTM with PyTorch's default init (2e-6 and below at 30 steps, 3e-18 and below at
-100), orthogonal RNN at 100 steps (1.7e-5..4.3e-4), forget-bias-1 LSTM at 100 steps
-(5.5e-7 and below). Learned: orthogonal RNN at 30 steps (0.04..0.11), chrono-initialized
-LSTM (0.061..0.11 at 30 steps, 0.028..0.043 at 100). At the boundary, no margin: the
-forget-bias-1 LSTM at 30 steps, 4.1e-3 (did not learn, accuracy 0.48) against 5.8e-3 and
-6.7e-3 (learned); the nearest clear cases are a factor 12 below it (4.3e-4) and 5.6 above
-(0.028)."""
+respect to its first time step's input is below this share of the last step's (the depth
+rule's 200x, VANISH_SPREAD, for steps instead of layers)."""
 
 REACH = 5e-3
 """predict_trainable: within the budget, the slowest layer must be able to move by at least
-this share of its norm (the budget's steps x its smallest update ratio after epoch 1).
-Calibrated on seed 42 (sweep and full budgets): the runs that reached validation accuracy
-0.5 had 7.8e-3 (layernorm, full budget) or more; ReLU and LeakyReLU at depth 7 with 30
-epochs, which did not, 3.8e-3; GELU at depth 7 with 100 epochs 2.5e-3. Seeds 43-45, with
-nothing changed, overlap it: ReLU and LeakyReLU at depth 7 with 30 epochs stalled at
-5.2e-3..6.4e-3 (predicted to train: wrong), layernorm with 100 epochs trained at 6.2e-3
-(seed 44), GELU with 100 epochs stalled at 3.1e-3. README, "Prediction"."""
+this share of its norm (the budget's steps x its smallest update ratio after epoch 1)."""
 
 MOMENT_POINTS = {"init": 0, "epoch1": 1, "end": -1}
 """The probe point of each moment (probe points: 0 = init, then one per epoch)."""
@@ -335,11 +296,7 @@ sweep's trainable-depth level, remedy.TRAINABLE_ACC)."""
 LEARNING_ACC = 0.3
 """predict_trainable: a run whose validation accuracy after epoch 1 is halfway from chance
 (0.1, 10 balanced classes) to TRAINABLE_ACC is learning, and is predicted to train whatever
-its verdict says. Set on the sweep's seeds 42-44 (264 runs), where the verdict alone missed
-gradnorm at depth 3 (saturated after epoch 1 at 0.46-0.51, trained to 0.87-0.88): the
-highest epoch-1 accuracy of a run that did not train was 0.227 (layerwise at depth 7, its
-first stage), of a run trained as a whole 0.165 (relu at depth 7); the lowest of a
-broken-verdict run that trained 0.462. Tested on seed 45 (README, "Prediction")."""
+its verdict says."""
 
 
 def predict_trainable(diagnosis: dict[str, dict], val_acc_epoch1: float | None = None,

@@ -51,7 +51,7 @@ def flush_denormals():
 
     Saturated nets (init_std10, gradnorm_pre) make numbers below 1.2e-38, and on many CPUs
     each operation on one costs ~100 cycles: those epochs ran 3-6x slower. Flushing them
-    left every history bit-identical (see the README, 'Speed'). torch has no getter, so
+    left every history bit-identical (see docs/speed.md). torch has no getter, so
     the mode is switched off again afterwards (its default).
     """
     torch.set_flush_denormal(True)

@@ -1,6 +1,5 @@
 """The suite's --vg-* options as data: the pytest plugin adds them, Settings is built from
-them, and the docs' option table (docs/options.md) is rendered from them
-(`python -m vgbench.options > docs/options.md`; a test fails when the two differ)."""
+them, and the docs' option table (docs/options.md) is rendered from them (docgen.py)."""
 
 from __future__ import annotations
 
@@ -111,40 +110,3 @@ def settings(getoption) -> Settings:
         data_dir=getoption("vg_data_dir"), figures=not getoption("vg_no_figures"),
         set=getoption("vg_set"), depths=tuple(d for ds in getoption("vg_depth") for d in ds),
         batch_seeds=getoption("vg_batch_seeds"))
-
-
-def _value(o: Option) -> str:
-    kw = o.kwargs
-    if kw.get("action") == "store_true":
-        return ""
-    if "choices" in kw:
-        return "{" + ",".join(kw["choices"]) + "}"
-    return kw.get("metavar", "VALUE")
-
-
-def _default(o: Option) -> str:
-    kw = o.kwargs
-    if kw.get("action") == "store_true":
-        return "off"
-    d = kw.get("default")
-    if d is None or d == []:
-        return "-"
-    return f"`{d}`"
-
-
-def markdown() -> str:
-    """The option table of docs/options.md."""
-    lines = ["# Every option", "",
-             "The suite's own options, added to `pytest` by vgbench's plugin (`pytest --help`",
-             "lists them under *vgbench*). This page is generated from their definitions",
-             "(`python -m vgbench.options > docs/options.md`); a test fails when it differs.",
-             "", "| option | default | what it does |", "|---|---|---|"]
-    for o in OPTIONS:
-        flag = f"`{o.flag} {_value(o)}`".replace(" `", "`")
-        text = o.help.replace("|", "\\|")
-        lines.append(f"| {flag} | {_default(o)} | {text} |")
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(markdown(), end="")

@@ -118,8 +118,8 @@ def _check_remote_args(config: pytest.Config) -> None:
             f"with workers on other hosts (--tx ssh=/socket= or popen with chdir=), "
             f"pytest-xdist cannot pass the local path {local[0]!r}: name the tests with "
             "-o testpaths=benchmarks instead of a path argument, and give path options as "
-            "--option=value (e.g. --vg-compare=benchmarks/reference.json); see the README, "
-            "'Across machines'")
+            "--option=value (e.g. --vg-compare=benchmarks/reference.json); see "
+            "docs/multihost.md")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

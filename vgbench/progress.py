@@ -20,7 +20,9 @@ NOTES = ".progress"
 
 
 def note(folder: str | Path, case_id: str, done: int, total: int) -> None:
-    """A worker's note: `done` of `total` epochs of this case have finished."""
+    """A worker's note: `done` of `total` epochs of this case have finished (the folder is
+    made by the first note: a session without cases leaves nothing behind)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
     files.write_text(Path(folder) / case_id, f"{done} {total}\n")
 
 

@@ -133,7 +133,7 @@ def load(path: str | Path, option: str = "--vg-compare") -> dict:
     path = Path(path)
     if not path.is_file():
         raise ReferenceError(f"{option} {path}: no such file; write one with --vg-save "
-                             f"{path} (see README, 'Regression checks')")
+                             f"{path} (see docs/regression.md)")
     try:
         ref = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -23,7 +23,7 @@ SPREAD_FACTOR and at least FLOOR, is the tolerance. Plain reruns are no measure:
 and for most GPU kernels they are bit-identical, while a saturated net (init_std10,
 clip_std10) turns the rounding of another matrix-multiply kernel into O(1) of a step's
 change, and the nudged rerun shows that too. Measured on the CPU over every batchable
-remedy, seeds 42-45 (tests/test_selfcheck.py; the numbers in the README's speed section):
+remedy, seeds 42-45 (tests/test_selfcheck.py; the numbers in docs/speed.md):
 correct batched seeds stay within 0.76 of the tolerance (clip_std10; 0 for most), mixed-up
 seeds exceed it 86-3,600 times, except init_std10, whose own rounding amplification hides
 them (its steps share their check with the baseline's: the same step kind).
@@ -34,7 +34,7 @@ path off for the rest of the session: the reason goes into every affected histor
 (History.self_checks; for graphs also History.cuda_graph = 'eager (self-check failed: ...)')
 and into the summary's header. The cost is 2 x STEPS eager steps, STEPS fast ones and four
 copies of the state, once per distinct step and session (timed in `Result.seconds`; the
-README's speed section has the GPU's numbers).
+docs/speed.md has the GPU's numbers).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one test of the suite: every (remedy, depth, seed) case of the registry.
 
 `benchmarks/test_remedies.py` imports it; a user project that brings its own remedies
-(README, 'Bring your own remedy') imports it the same way:
+(docs/own-remedy.md) imports it the same way:
 
     from vgbench.suite import test_remedy  # noqa: F401
 """

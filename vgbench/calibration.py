@@ -1,0 +1,101 @@
+"""Where every threshold of the diagnosis comes from, as data: the runs it was set on, what
+they measured on either side of it, and the runs that tested it afterwards. The docs render
+this table (docs/thresholds.md); the constants' docstrings say only what each one means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One threshold: the constant (in `module`), the rule that reads it, the runs it was set
+    on and what they measured, and the runs that tested it (held out, or not yet)."""
+
+    name: str
+    rule: str
+    set_on: str
+    measured: str
+    tested_on: str = "not yet tested on other runs"
+    module: str = "diagnose"
+
+
+SWEEP42 = "the depth sweep (depths 3-30, 30 epochs), seed 42"
+ZOO0 = "the zoo (benchmarks/zoo, 40 runs), seed 0"
+
+THRESHOLDS = (
+    Threshold("EXPLODE_UPDATE", "exploding", f"{SWEEP42}, at init",
+              "runs that train: at most 0.02 (Adam lr 1e-3 on small weights; SGD below 3e-3); "
+              "tanh at lr 1.0 (explode_tanh, never learns) 0.098; gradnorm_pre 4..8",
+              "seeds 43-45 of the sweep: every declared verdict held"),
+    Threshold("SCALE_FREE", "exploding (a layer a norm follows is left out)",
+              "torchvision's resnet18, vgg11_bn, mobilenet_v3_small and timm's convnext_atto, "
+              "seed 0, SGD and AdamW, random 64x64 batches and Fashion-MNIST 32x32",
+              "normalized layers with a large update ratio: |cos| 2e-8..1.6e-5 (factor 60 "
+              "below); heads without a norm after them: 1e-2..6.5e-2 (factor 10 above)"),
+    Threshold("ADAPTIVE_GAIN", "exploding (an optimizer that sets its own step)",
+              "the optimizers' definitions", "SGD, with or without momentum: 2; Adam's first "
+              "step: about 1"),
+    Threshold("REPLACE_STEP", "exploding (a step as large as the weight)", ZOO0,
+              "every run that learned: at most 0.047; every learning-rate x100 twin 2.6..4.7 "
+              "(the GPT stack's AdamW at lr 0.1: 2.77, though its first step lowers the "
+              "batch's loss)", "the zoo at seed 1 (32 runs): no call changed"),
+    Threshold("OVERSHOOT", "exploding at init (the step raises the batch's loss)", ZOO0,
+              "every run that learned lowered the loss (by 0.2% at least); timm's MLP-Mixer "
+              "at AdamW lr x100 raised it by 37%", "the zoo at seed 1 (32 runs): no call "
+              "changed"),
+    Threshold("DEAD_SHARE", "dead units", "SageMaker Debugger's DeadRelu threshold_layer "
+              "(50%)", "ReLU nets with zero biases: up to 23% at init (seeds 42-46, depth 7); "
+              "dead_relu (biases -1): 92%", "the sweep's seeds 43-45 and the controls"),
+    Threshold("SATURATED_SHARE", "saturated", "seeds 42-46 at init",
+              "N(0, 10) sigmoid nets: 0.92..0.95 in every layer; N(0, 1) ones (they train): "
+              "38% on average, 55% in their first layer at depth 30",
+              "the sweep's seeds 43-45: every declared verdict held"),
+    Threshold("VANISH_SPREAD", "vanishing", f"{SWEEP42}, at init and after epoch 1",
+              "below: the baseline at depth 3 (2.6e-3; 1.3e-6 at depth 7), skip at 7 "
+              "(2.8e-3), layernorm and custom_norm at 7 (3e-4..7e-4), xavier and orthogonal "
+              "at 7 (3e-5..2e-4); every run that reached 0.5 in 30 epochs: 1.1e-2 or more "
+              "(orthogonal at depth 3); a factor 2 either side",
+              "seeds 43-46: the baseline at depth 3 at 2.5e-3..4.3e-3, the nets that train "
+              "from 7.2e-3: every declared verdict held"),
+    Threshold("VANISH_GAIN", "vanishing (the gradient shrinks toward the input)",
+              "its definition: a gain below 1 per layer", "-"),
+    Threshold("FROZEN_UPDATE", "frozen", f"{SWEEP42}, at init",
+              "GELU with small init at depth 7 (never learns): 2.0e-6; ReLU and LeakyReLU "
+              "with small init at depth 7 (learn after ~20 epochs): 8e-6; depth 15 and more: "
+              "below 5e-9", "seeds 43-45: GELU at 1.7e-6..2.2e-6 (1.4x below the line), ReLU "
+              "8.1e-6..1.4e-5"),
+    Threshold("VANISH_TIME", "vanishing through time (RNN, LSTM, GRU)",
+              "the Recall task (examples/own_model/time_rule.py: one-layer nets of 64 units, "
+              "30 and 100 steps, seeds 0-2, at init; then Adam lr 1e-3 for 400 steps; learned "
+              "= held-out accuracy 0.5, chance 0.25)",
+              "it separates all 36 runs: not learned at 2e-6 and below (tanh RNN, GRU, LSTM "
+              "at default init, 30 steps), learned at 0.028 and above (orthogonal RNN, "
+              "chrono LSTM); at the boundary no margin: a forget-bias-1 LSTM at 30 steps "
+              "4.1e-3 (did not learn, 0.48) against 5.8e-3 and 6.7e-3 (learned)",
+              "the zoo's LSTM and GRU at seeds 0 and 1: 4 false alarms per seed (their "
+              "ratio equals the memory task's)"),
+    Threshold("REACH", "prediction: trains when the slowest layer can move this far",
+              "seed 42, sweep and full budgets",
+              "trained: 7.8e-3 (layernorm, full budget) or more; did not: ReLU and LeakyReLU "
+              "at depth 7 in 30 epochs 3.8e-3, GELU at depth 7 in 100 epochs 2.5e-3",
+              "seeds 43-45 overlap it: ReLU and LeakyReLU at depth 7 in 30 epochs stalled at "
+              "5.2e-3..6.4e-3 (predicted to train: wrong), layernorm in 100 epochs trained at "
+              "6.2e-3, GELU in 100 epochs stalled at 3.1e-3"),
+    Threshold("LEARNING_ACC", "prediction: learning after epoch 1, whatever the verdict",
+              "the sweep's seeds 42-44 (264 runs)",
+              "highest epoch-1 accuracy of a run that did not train: 0.227 (layerwise at "
+              "depth 7, its first stage); lowest of a broken-verdict run that trained: 0.462 "
+              "(gradnorm at depth 3)", "seed 45 of the sweep: balanced accuracy 0.96"),
+    Threshold("TRAINABLE_ACC", "trained (ground truth) and the trainable depth",
+              "halfway from chance (0.1) to the good remedies' 0.85-0.88", "-"),
+    Threshold("SLOPE_FRACTION", "saturated: a slope below this share of the largest",
+              "half of LeakyReLU(0.01)'s leak, so a leaky unit's linear side is not "
+              "saturation", "for the sigmoid: |h| > 6.7", module="diagnostics"),
+    Threshold("INACTIVE_SLOPE", "peers' rules (SageMaker's SaturatedActivation, DeadRelu)",
+              "SageMaker Debugger's documented 'vanishing gradient threshold'", "-",
+              module="diagnostics"),
+    Threshold("INACTIVE_SHARE", "peers' rules: inactive on this share of the examples",
+              "SageMaker Debugger's threshold_inactivity (1%)", "-", module="diagnostics"),
+)
+"""Every threshold, in the order the rules read them."""
