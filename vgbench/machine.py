@@ -49,10 +49,10 @@ def cpu_name() -> str:
 def flush_denormals():
     """Flush denormal floats to zero on the CPU while vgbench computes (this thread).
 
-    Saturated nets (init_std10, gradnorm_pre) make numbers below 1.2e-38, and on many CPUs
-    each operation on one costs ~100 cycles: those epochs ran 3-6x slower. Flushing them
-    left every history bit-identical (see docs/speed.md). torch has no getter, so
-    the mode is switched off again afterwards (its default).
+    Saturated nets (init_std10, gradnorm_pre) make numbers below 1.2e-38, which cost many
+    CPUs ~100 cycles an operation; flushing them leaves every history bit-identical
+    (docs/speed.md has the timings). torch has no getter, so the mode is switched off again
+    afterwards (its default).
     """
     torch.set_flush_denormal(True)
     try:

@@ -46,13 +46,11 @@ class Probe:
         self.shape = [slope_profile(a) for a in self.layout.activations()]
         self.notes: set[str] = set()
         """What could not be measured, and why (once each)."""
-        self.points: dict[str, list] = {"epoch": []}
+        self.points = points_store()
         self.activations = {"max_slope": [top for top, _ in self.shape],
                             "rectifier": [rect for _, rect in self.shape]}
         """Per hidden activation: its largest slope and whether it is a rectifier (a zero
         slope by design: see slope_profile)."""
-        for key in METRICS:
-            self.points[key] = []
         self.unused: set[int] = set()
         """Indices of the layout's weights that got no gradient at the last measure."""
 
@@ -90,7 +88,7 @@ class Probe:
         with torch.no_grad():
             norms = [float64.norm64(w) for w in weights]  # float64, once: |cos|, the step's ratio
             # every metric but the two of the step, while the gradients are here
-            layer = _layer_rows(weights, grads, rms, self.w0, norms)
+            layer = layer_rows(weights, grads, rms, self.w0, norms)
             hidden = dict(zip(ACTIVATION_STATS, torch.stack(stats).T.tolist())) if stats else {}
             update = [math.nan] * len(weights)
             after = gain = math.nan
@@ -104,20 +102,14 @@ class Probe:
                     self.notes.add(f"update_ratio not measured: the optimizer's step could not "
                                    f"be taken on a twin ({type(exc).__name__}: {exc})")
                 else:
-                    update = [_ratio(steps[index[id(w)]], n) if id(w) in index else 0.0
+                    update = [ratio(steps[index[id(w)]], n) if id(w) in index else 0.0
                               for w, n in zip(weights, norms)]
-                    gain = _ratio(torch.stack(doubled), torch.stack(steps).norm())
-            scaled = [u * n / max(n, default_norm(w)) if n > 0 else u  # NaN stays NaN
-                      for u, n, w in zip(update, map(float, norms), weights)]
-            for key, values in (("update_ratio", update), ("update_scaled", scaled)):
-                layer[key] = [torch.as_tensor(v, dtype=w.dtype).item()  # in each weight's
-                              for v, w in zip(values, weights)]  # dtype, as the rest
+                    gain = ratio(torch.stack(doubled), torch.stack(steps).norm())
+            layer.update(update_rows(update, weights, norms))
         point = Point(layers=self.names, epoch=epoch, **layer, **hidden, loss=loss,
                       loss_after_step=after, step_gain=gain,
                       rectifier=self.activations["rectifier"])
-        self.points["epoch"].append(epoch)
-        for key in METRICS:
-            self.points[key].append(getattr(point, key))
+        keep(self.points, point)
         return point
 
     def take_step(self, model, updater: Updater, grads: list) -> tuple[list, list, float]:
@@ -158,10 +150,31 @@ class Probe:
 
 ROW = ("grad_norm", "grad_rms", "weight_change", "w_abs_mean", "w_std", "w_small_frac",
        "grad_abs_mean", "grad_zero_frac", "grad_spread", "grad_cos")
-"""The per-weight metrics _layer_rows takes, in the order it stacks them."""
+"""The per-weight metrics layer_rows takes, in the order it stacks them."""
 
 
-def _layer_rows(weights, grads, rms, starts, norms) -> dict[str, list[float]]:
+def points_store() -> dict[str, list]:
+    """A history's probe points: one list per metric (and 'epoch'), a value per point."""
+    return {"epoch": [], **{k: [] for k in METRICS}}
+
+
+def keep(points: dict[str, list], point: Point) -> None:
+    """Append a point to a history's probe points (points_store)."""
+    points["epoch"].append(point.epoch)
+    for key in METRICS:
+        points[key].append(getattr(point, key))
+
+
+def update_rows(update: list[float], weights, norms) -> dict[str, list[float]]:
+    """update_ratio and update_scaled (the step against the larger of the weight's norm and
+    the default init's) for each weight, in the weight's dtype as the other metrics."""
+    scaled = [u * n / max(n, default_norm(w)) if n > 0 else u  # NaN stays NaN
+              for u, n, w in zip(update, map(float, norms), weights)]
+    return {key: [torch.as_tensor(v, dtype=w.dtype).item() for v, w in zip(values, weights)]
+            for key, values in (("update_ratio", update), ("update_scaled", scaled))}
+
+
+def layer_rows(weights, grads, rms, starts, norms) -> dict[str, list[float]]:
     """{metric of ROW: its value for each weight (in the weight's dtype)}, from the weights,
     their gradients (None: none), the per-example RMS norms, the initial weights (None: not
     kept) and the weights' float64 norms."""
@@ -215,7 +228,7 @@ def _cos(g: torch.Tensor, w: torch.Tensor, w_norm: torch.Tensor) -> torch.Tensor
     return float64.dot64(g, w).abs() / norms if norms > 0 else norms
 
 
-def _ratio(delta: torch.Tensor, norm: torch.Tensor) -> float:
+def ratio(delta: torch.Tensor, norm: torch.Tensor) -> float:
     """||delta|| / norm (delta may be a norm already; norm a float64 norm, e.g. float64.norm64 of the
     weight); NaN where norm is 0 (a ratio to nothing)."""
     return (delta.norm() / norm).item() if norm > 0 else math.nan

@@ -22,18 +22,15 @@ another order (the same mathematics, other rounding); what that changes, times
 SPREAD_FACTOR and at least FLOOR, is the tolerance. Plain reruns are no measure: on the CPU
 and for most GPU kernels they are bit-identical, while a saturated net (init_std10,
 clip_std10) turns the rounding of another matrix-multiply kernel into O(1) of a step's
-change, and the nudged rerun shows that too. Measured on the CPU over every batchable
-remedy, seeds 42-45 (tests/test_selfcheck.py; the numbers in docs/speed.md):
-correct batched seeds stay within 0.76 of the tolerance (clip_std10; 0 for most), mixed-up
-seeds exceed it 86-3,600 times, except init_std10, whose own rounding amplification hides
-them (its steps share their check with the baseline's: the same step kind).
+change, and the nudged rerun shows that too. How far correct and mixed-up seeds sit from
+the tolerance on every batchable remedy: tests/test_selfcheck.py and docs/speed.md.
 
 A check runs once per session (per process: each xdist worker checks for itself) for each
 distinct step: module types, optimizer and clipping (`step_key`). A mismatch switches that
 path off for the rest of the session: the reason goes into every affected history
 (History.self_checks; for graphs also History.cuda_graph = 'eager (self-check failed: ...)')
 and into the summary's header. The cost is 2 x STEPS eager steps, STEPS fast ones and four
-copies of the state, once per distinct step and session (timed in `Result.seconds`; the
+copies of the state, once per distinct step and session (timed in `Result.seconds`;
 docs/speed.md has the GPU's numbers).
 """
 

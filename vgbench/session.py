@@ -77,10 +77,8 @@ class Settings:
     """Depths to sweep (empty: each remedy at its own; the sweep budget: SWEEP_DEPTHS)."""
     batch_seeds: str = "auto"
     """'on': train a remedy's seeds as one batched model (vgbench.batched) where it can;
-    'off' or 'auto': one by one. Measured on an H200 (docs/speed.md): seeds one by one,
-    each step replayed from a CUDA graph, trained 2.5x faster than the batched model's eager
-    steps, so auto does not batch; on the CPU one by one also stays bit-identical to the
-    reference, which batched matrix multiplies are not."""
+    'off' or 'auto': one by one, which with CUDA graphs was the faster on a GPU
+    (docs/speed.md) and on the CPU stays bit-identical to the reference."""
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:

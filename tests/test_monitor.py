@@ -1,0 +1,158 @@
+"""vgbench.watch: the diagnosis inside a user's own training loop, every N optimizer steps,
+from the gradients and the step the user's own code produced."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import vgbench
+from vgbench.monitor import UnhealthyTraining, WatchError
+
+
+def mlp(act, depth=6, width=64, norm=False, seed=0):
+    torch.manual_seed(seed)
+    layers = [nn.Flatten(), nn.Linear(784, width), act()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(width, width)] + ([nn.BatchNorm1d(width)] if norm else []) + [act()]
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+def batches(n, seed=0, size=64):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(size, 1, 28, 28, generator=g), torch.randint(0, 10, (size,), generator=g))
+            for _ in range(n)]
+
+
+def train(model, opt, data, w=None, before_step=None):
+    for k, (x, y) in enumerate(data):
+        if before_step is not None:
+            before_step(k, opt)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if w is not None:
+            w.step(loss)
+
+
+def test_a_healthy_run_reads_healthy_every_sampled_step(tmp_path):
+    model = mlp(nn.ReLU, norm=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    with vgbench.watch(model, opt, every=5, out=tmp_path / "w") as w:
+        train(model, opt, batches(30), w)
+    assert w.step_no == 30 and [r["step"] for r in w.timeline] == [0, 5, 10, 15, 20, 25]
+    assert {r["verdict"] for r in w.timeline} == {"healthy"}
+    assert w.onsets == [{"step": 0, "verdict": "healthy"}]
+    assert all(r["loss"] is not None for r in w.timeline)
+    w.assert_healthy()
+    saved = json.loads((tmp_path / "w" / "watch.json").read_text())
+    assert saved["timeline"] == json.loads(json.dumps(w.timeline))
+    assert saved["points"]["epoch"] == [0, 5, 10, 15, 20, 25]
+    assert len(saved["points"]["saturated"][0]) == 6  # one per ReLU call
+    assert saved["layers"][0] == "1.weight"
+
+
+def test_a_vanishing_run_fails_assert_healthy_naming_the_layer():
+    model = mlp(nn.Sigmoid, depth=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with vgbench.watch(model, opt, every=4) as w:
+        train(model, opt, batches(8), w)
+    assert [r["verdict"] for r in w.timeline] == ["vanishing", "vanishing"]
+    assert w.timeline[0]["layer_name"] == "1.weight"
+    with pytest.raises(UnhealthyTraining, match="step 0: vanishing from 1.weight"):
+        w.assert_healthy()
+
+
+def test_a_learning_rate_jump_reads_exploding_from_the_step_it_happens():
+    """tanh (Xavier init) at lr 0.05 is healthy; from step 20 on, 30x that: exploding at
+    step 20, not before (measured: from lr 0.02, 30x stays below EXPLODE_UPDATE on the
+    weights and reads healthy; 100x reads exploding)."""
+    model = mlp(nn.Tanh)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+
+    def schedule(k, opt):
+        if k == 20:
+            opt.param_groups[0]["lr"] *= 30
+    with vgbench.watch(model, opt, every=5) as w:
+        train(model, opt, batches(30), w, schedule)
+    verdicts = {r["step"]: r["verdict"] for r in w.timeline}
+    assert all(verdicts[s] == "healthy" for s in (0, 5, 10, 15)), verdicts
+    assert verdicts[20] == "exploding", w.timeline[4]
+    assert {"step": 20, "verdict": "exploding"} in w.onsets
+
+
+def test_the_step_is_the_optimizers_with_accumulation_and_bf16_autocast():
+    model = mlp(nn.GELU, norm=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    data = batches(12)
+    with vgbench.watch(model, opt, every=2) as w:
+        for k in range(0, 12, 3):  # three micro-batches per optimizer step
+            opt.zero_grad()
+            for x, y in data[k:k + 3]:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = F.cross_entropy(model(x), y) / 3
+                loss.backward()
+            opt.step()
+            w.step(loss)
+    assert w.step_no == 4 and [r["step"] for r in w.timeline] == [0, 2]
+    assert len(w.points["saturated"][0]) == 6  # the last micro-batch's forward only
+    chain = w.layout.chain()
+    assert all(math.isfinite(w.points["update_ratio"][0][i]) for i in chain)
+    assert {r["verdict"] for r in w.timeline} == {"healthy"}
+
+
+def test_gradient_norms_are_inspects_on_the_same_batch():
+    """One probe: on a sampled step the gradient norms watch reads from the user's backward
+    are those inspect takes on the same batch and loss."""
+    model = mlp(nn.ReLU, norm=True)
+    x, y = batches(1)[0]
+    report = vgbench.inspect(model, x, y)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with vgbench.watch(model, opt, every=1) as w:
+        train(model, opt, [(x, y)], w)
+    inspected = {r["name"]: r["grad_norm"] for r in report.layers}
+    watched = dict(zip(w.to_dict()["layers"], w.points["grad_norm"][0]))
+    assert watched.keys() == inspected.keys()
+    for name, g in inspected.items():
+        assert watched[name] == pytest.approx(g, rel=1e-5), name
+
+
+def test_on_verdict_raise_stops_the_run_and_a_function_hears_each_record():
+    heard = []
+    model = mlp(nn.Sigmoid, depth=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with vgbench.watch(model, opt, every=2, on_verdict=heard.append) as w:
+        train(model, opt, batches(4), w)
+    assert [r["step"] for r in heard] == [0, 2] and heard[0]["verdict"] == "vanishing"
+    model = mlp(nn.Sigmoid, depth=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(UnhealthyTraining, match="step 0: vanishing"):
+        with vgbench.watch(model, opt, on_verdict="raise"):
+            train(model, opt, batches(3))
+
+
+def test_bad_arguments_say_what_to_pass(tmp_path):
+    model = mlp(nn.ReLU)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(WatchError, match="every= must be"):
+        vgbench.watch(model, opt, every=0)
+    with pytest.raises(WatchError, match="torch.optim.Optimizer"):
+        vgbench.watch(model, "sgd")
+    with pytest.raises(WatchError, match="on_verdict="):
+        vgbench.watch(model, opt, on_verdict="shout")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="out="):
+        with vgbench.watch(model, opt, out=tmp_path / "file"):
+            pass
+    with vgbench.watch(model, opt) as w:
+        pass  # no step taken
+    with pytest.raises(UnhealthyTraining, match="no step was sampled"):
+        w.assert_healthy()
