@@ -53,7 +53,8 @@ class Watch:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  every: int = DEFAULT_EVERY, out: str | Path | None = None,
-                 on_verdict=None, allow: tuple[str, ...] = ("healthy",)):
+                 on_verdict=None, allow: tuple[str, ...] = ("healthy",),
+                 hook_before_step: bool = True):
         if not isinstance(model, nn.Module):
             raise WatchError(f"watch needs the nn.Module being trained, got "
                              f"{type(model).__name__}")
@@ -69,6 +70,10 @@ class Watch:
         self.model, self.opt, self.every = model, optimizer, every
         self.out = Path(out) if out is not None else None
         self.on_verdict, self.allow = on_verdict, tuple(allow)
+        self.hook_before_step = hook_before_step
+        """False: the caller calls before_step() once the gradients are there (an optimizer
+        whose step runs a closure computes them inside step(), after its pre-hooks: so
+        Lightning, whose callback calls it from on_before_optimizer_step)."""
         self.step_no = 0
         """Optimizer steps taken inside the watch."""
         self.timeline: list[dict] = []
@@ -96,10 +101,12 @@ class Watch:
         self._open = True
         # plain functions, not bound methods: a deepcopy of the model (an EMA twin, the
         # probe's float64 stand-ins) copies its hooks, and a function is copied as itself
-        self._hooks = [self.opt.register_step_pre_hook(lambda o, a, k: self._pre_step()),
-                       self.opt.register_step_post_hook(lambda o, a, k: self._post_step()),
+        self._hooks = [self.opt.register_step_post_hook(lambda o, a, k: self._post_step()),
                        self.model.register_forward_pre_hook(
                            lambda m, args: self._forward_starts(m))]
+        if self.hook_before_step:
+            self._hooks.append(self.opt.register_step_pre_hook(
+                lambda o, a, k: self.before_step()))
         for m in self.model.modules():
             if isinstance(m, ACTIVATIONS):
                 self._hooks.append(m.register_forward_pre_hook(
@@ -107,11 +114,15 @@ class Watch:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close(write=exc[0] is None)
+
+    def close(self, write: bool = True) -> None:
+        """Remove the hooks; with write and out=, write watch.json."""
         for h in self._hooks:
             h.remove()
         self._hooks = []
         self._close_recording()
-        if self.out is not None and exc[0] is None:
+        if self.out is not None and write:
             self.write(self.out)
 
     def step(self, loss=None) -> None:
@@ -147,7 +158,9 @@ class Watch:
             self._recording.__exit__(None, None, None)
             self.layout = self._found.layout
 
-    def _pre_step(self) -> None:
+    def before_step(self) -> None:
+        """The gradients are final and the optimizer is about to step (called by a hook on
+        the optimizer, or by the caller: see hook_before_step)."""
         self._close_recording()
         if not self.sampling or not self.layout.entries:
             return
