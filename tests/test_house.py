@@ -122,8 +122,10 @@ def test_every_file_named_exists():
     outputs = ("vg-out", "runs")
     missing = set()
     for where, ref in referenced_files():
-        if ref.startswith(outputs) or "*" in ref or "<" in ref:
-            continue
+        if ref.startswith(outputs) or not re.search(r"\.(py|md|sh|json|toml|ini|yml|png|"
+                                                     r"html|txt)$", ref) and not ref.endswith(
+                                                         ("own_model", "my_remedies", "zoo")):
+            continue  # a file; or a folder the docs name (a logger's key is not one)
         here = (ROOT / where).parent
         if not ((ROOT / ref).exists() or (here / ref).exists()
                 or (ROOT / "benchmarks" / "zoo" / ref).exists()):
