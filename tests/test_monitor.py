@@ -156,3 +156,27 @@ def test_bad_arguments_say_what_to_pass(tmp_path):
         pass  # no step taken
     with pytest.raises(UnhealthyTraining, match="no step was sampled"):
         w.assert_healthy()
+
+
+def test_assert_trains_passes_a_net_that_learns_and_puts_it_back():
+    model = mlp(nn.ReLU, norm=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = [(x, x.flatten(1)[:, :10].argmax(1)) for x, _ in batches(4)]  # learnable labels
+    w = vgbench.assert_trains(model, data, steps=40,
+                              optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
+    assert [r["step"] for r in w.timeline] == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_assert_trains_fails_a_net_whose_loss_does_not_fall_naming_the_verdict():
+    model = mlp(nn.Sigmoid, depth=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    data = [(x, x.flatten(1)[:, :10].argmax(1)) for x, _ in batches(4)]
+    with pytest.raises(UnhealthyTraining, match=r"the loss did not fall in 20 steps: .*"
+                                                r"verdicts: vanishing at step 0"):
+        vgbench.assert_trains(model, data, steps=20, optimizer=opt)
+    assert opt.state_dict()["state"] == {}  # its momentum put back: none, as before
+    with pytest.raises(WatchError, match="steps= must be"):
+        vgbench.assert_trains(model, data, steps=5)
+    with pytest.raises(WatchError, match="batches= is empty"):
+        vgbench.assert_trains(model, [], steps=10)

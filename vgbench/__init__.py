@@ -7,7 +7,7 @@ own remedies need is importable from here:
 
 what checks any model's gradient flow, and what watches it while it trains:
 
-    from vgbench import assert_gradient_flow, inspect, watch
+    from vgbench import assert_gradient_flow, assert_trains, inspect, watch
 """
 
 __version__ = "0.1.0"
@@ -17,7 +17,7 @@ from vgbench.expect import Check, Diagnosis  # noqa: E402
 from vgbench.inspection import assert_gradient_flow, inspect  # noqa: E402
 from vgbench.model import Parts  # noqa: E402
 from vgbench.remedy import BASELINE, SMALL, Remedy  # noqa: E402
-from vgbench.monitor import watch  # noqa: E402
+from vgbench.monitor import assert_trains, watch  # noqa: E402
 
 __all__ = ["BASELINE", "SMALL", "Check", "Config", "Diagnosis", "Parts", "Remedy",
-           "__version__", "assert_gradient_flow", "inspect", "watch"]
+           "__version__", "assert_gradient_flow", "assert_trains", "inspect", "watch"]

@@ -89,6 +89,15 @@ THRESHOLDS = (
               "(gradnorm at depth 3)", "seed 45 of the sweep: balanced accuracy 0.96"),
     Threshold("TRAINABLE_ACC", "trained (ground truth) and the trainable depth",
               "halfway from chance (0.1) to the good remedies' 0.85-0.88", "-"),
+    Threshold("MIN_DROP", "assert_trains: the loss must fall by this share over the run",
+              "set at 0.1 before any run; then the example project's 10 models "
+              "(examples/own_model/trains.py), seeds 0-2, at their pairs' budgets (300 "
+              "steps, Recall 400): 30 of 30 runs agree with training",
+              "models that learn: +0.514 or more; that do not: +0.027 or less, but the "
+              "LayerNorm stack without skips -0.35..+0.074 (its loss falls, then climbs)",
+              "seeds 3-4: 20 of 20 agree. At 100 steps (below the budgets) 26 of 30: the "
+              "LSTM has not started on Recall (3 false alarms), one LayerNorm stack passes",
+              module="monitor"),
     Threshold("SLOPE_FRACTION", "saturated: a slope below this share of the largest",
               "half of LeakyReLU(0.01)'s leak, so a leaky unit's linear side is not "
               "saturation", "for the sigmoid: |h| > 6.7", module="diagnostics"),

@@ -56,3 +56,22 @@ def test_training_agrees_with_the_verdict(pair):
         f"{pair.flagged.__name__} reached {flagged:.3f}, {pair.healthy.__name__} "
         f"{healthy:.3f} after {pair.steps} steps (expected below / at least "
         f"{twins.TRAINABLE_ACC})")
+
+
+def test_assert_trains_catches_the_stack_inspect_calls_healthy():
+    """30 blocks with LayerNorm and no skips read healthy at init and do not train with
+    their optimizer (README.md); a few hundred steps under vgbench.assert_trains say so,
+    while the residual twin passes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as trains.py measures
+    try:
+        model, batch, optimizer = twins.at_init(twins.plain_30_norm, "fashion", twins.sgd)
+        vgbench.assert_gradient_flow(model, batch, optimizer=optimizer)  # healthy at init
+        with pytest.raises(AssertionError, match="the loss did not fall in 300 steps"):
+            vgbench.assert_trains(model, twins.Task("fashion", 0).batch, steps=300,
+                                  optimizer=twins.sgd)
+        model, _, _ = twins.at_init(twins.residual_30, "fashion", twins.sgd)
+        vgbench.assert_trains(model, twins.Task("fashion", 0).batch, steps=300,
+                              optimizer=twins.sgd)
+    finally:
+        torch.set_num_threads(threads)
