@@ -41,3 +41,12 @@ def test_the_peers_read_the_same_case():
     assert set(inside["calls"]) <= known and inside["step_ms"] > 0
     assert set(plain["peers"]) == set(zoo.RULES)
     assert all(isinstance(c, list) for c in plain["peers"].values())
+
+
+def test_watch_changes_nothing_in_training_and_samples_its_steps():
+    """benchmarks/watch_cost.py's pairing, in small: the watched copy's losses equal the
+    plain copy's at every step; every 2nd step sampled."""
+    import watch_cost  # benchmarks/ is on the path (conftest.py)
+
+    r = watch_cost.run("transformer_pre", steps=4, every=2, peers=False)
+    assert r["watch_same_losses"] and r["sampled"] == 2
