@@ -180,3 +180,20 @@ def test_assert_trains_fails_a_net_whose_loss_does_not_fall_naming_the_verdict()
         vgbench.assert_trains(model, data, steps=5)
     with pytest.raises(WatchError, match="batches= is empty"):
         vgbench.assert_trains(model, [], steps=10)
+
+
+def test_late_trouble_is_flagged_where_it_starts_and_its_twin_stays_quiet(real_data):
+    """benchmarks/watch_late.py in small: ReLUs killed at step 20 (every hidden bias pushed
+    down) read dead units from the next sampled step, the same run without it no alarm."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import watch_late
+    from vgbench import data
+
+    splits = data.split(data.load_cached(), 42, 0.1)
+    hit = watch_late.run("kill_relu", 0, 40, 20, 10, True, splits)
+    twin = watch_late.run("kill_relu", 0, 40, 20, 10, False, splits)
+    assert hit["onset"] == (30, "dead units") and hit["alarms_before"] == 0
+    assert twin["alarms"] == 0 and twin["onset"] is None
