@@ -100,7 +100,7 @@ class Controller:
         self.progress.epoch(case_id, done, total)
         self._draw()
 
-    def _draw(self, force: bool = False) -> None:
+    def _draw(self) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         if self.progress is None or tr is None:
             return
@@ -108,8 +108,8 @@ class Controller:
             return  # nothing to say yet (xdist is still starting its workers)
         with self._lock:
             now = time.monotonic()
-            if not self.live and not force and now - self._drawn < self.PLAIN_EVERY:
-                return
+            if not self.live and now - self._drawn < self.PLAIN_EVERY:
+                return  # plain: not before PLAIN_EVERY seconds since the start or the last
             if self.notes is not None:
                 for cid, (done, total) in progress.read_notes(self.notes).items():
                     self.progress.epoch(cid, done, total)
@@ -120,7 +120,7 @@ class Controller:
                   else contextlib.nullcontext()):
                 if self.live:
                     tr.rewrite(self.progress.line(width), erase=True)
-                elif self._drawn or force:  # not before the first PLAIN_EVERY seconds
+                else:
                     tr.write_line(self.progress.line(10 ** 6))
             self._drawn = now
 
