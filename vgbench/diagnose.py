@@ -37,6 +37,8 @@ from vgbench.point import Point
 VERDICTS = ("healthy", "vanishing", "exploding", "saturated", "dead units", "frozen",
             "diverged")
 """Every verdict diagnose can return."""
+BY_ACTIVATION = ("dead units", "saturated")
+"""Verdicts whose layer counts the hidden activations (the others count the weights)."""
 MOMENTS = ("init", "epoch1", "end")
 """When a run is diagnosed: before training, after its first epoch, after its last."""
 

@@ -284,7 +284,7 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
     diverged = None if math.isfinite(loss) else f"the loss is {loss}"
     v = diagnose.diagnose(seen, None, "inspect", None, diverged).to_dict()
     if v["layer"]:  # diagnose counts layers 1.. along the chain, or the activations
-        by_act = v["verdict"] in ("dead units", "saturated")
+        by_act = v["verdict"] in diagnose.BY_ACTIVATION
         v["layer_name"] = (layout.acts[v["layer"] - 1][0] if by_act
                            else seen.layer_name(v["layer"] - 1))
     if "time_steps" in v["evidence"]:  # the recurrent module, not its first weight

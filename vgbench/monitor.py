@@ -213,7 +213,7 @@ class Watch:
         finite = all(math.isfinite(g) for g in seen.grad_norm)
         v = diagnose.diagnose(seen, None, "watch", point.epoch,
                               None if finite else "non-finite gradients").to_dict()
-        by_act = v["verdict"] in ("dead units", "saturated")
+        by_act = v["verdict"] in diagnose.BY_ACTIVATION
         name = None
         if v["layer"]:
             name = (seen.activation_name(v["layer"] - 1) if by_act
