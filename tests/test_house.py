@@ -86,8 +86,9 @@ def test_no_private_name_across_vgbench_modules():
                 continue
             if isinstance(root, ast.Name) and root.id in ("nn", "torch"):
                 continue  # torch's own classes, e.g. nn.modules.batchnorm._BatchNorm
-            if node.attr in ("_version", "_reversed_padding_repeated_twice"):
-                continue  # a tensor's version counter, a Conv's padding: torch's
+            if node.attr in ("_version", "_reversed_padding_repeated_twice", "_orig_mod"):
+                continue  # a tensor's version counter, a Conv's padding, torch.compile's
+                # wrapper's module: torch's
             bad.append(f"{p.name}:{node.lineno}: {ast.unparse(node)}")
             assert not (isinstance(root, ast.Name) and root.id in ours), bad[-1]
     assert bad == []

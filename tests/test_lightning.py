@@ -64,8 +64,10 @@ def test_the_callback_gives_the_verdict_of_the_steps_lightning_ran(tmp_path, act
     assert {r["verdict"] for r in w.timeline} == {verdict}
     assert all(r["loss"] is not None for r in w.timeline)
     assert all(g > 0 for g in w.points["grad_norm"][0])  # the closure's gradients, not none
-    saved = json.loads((tmp_path / "run" / "version_0" / "vgbench" / "watch.json").read_text())
-    assert [r["verdict"] for r in saved["timeline"]] == [verdict] * 3
+    folder = tmp_path / "run" / "version_0" / "vgbench"
+    saved = json.loads((folder / "history.json").read_text())
+    assert [r["verdict"] for r in saved["watch"]["timeline"]] == [verdict] * 3
+    assert "verdict per sampled step" in (folder / "report.html").read_text()
     trainer.logger.save()
     rows = list(csv.DictReader(open(tmp_path / "run" / "version_0" / "metrics.csv")))
     logged = [float(r["vgbench/verdict"]) for r in rows if r.get("vgbench/verdict")]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vgbench
+from vgbench.history import History
 from vgbench.monitor import UnhealthyTraining, WatchError
 
 
@@ -49,11 +50,15 @@ def test_a_healthy_run_reads_healthy_every_sampled_step(tmp_path):
     assert w.onsets == [{"step": 0, "verdict": "healthy"}]
     assert all(r["loss"] is not None for r in w.timeline)
     w.assert_healthy()
-    saved = json.loads((tmp_path / "w" / "watch.json").read_text())
-    assert saved["timeline"] == json.loads(json.dumps(w.timeline))
-    assert saved["points"]["epoch"] == [0, 5, 10, 15, 20, 25]
-    assert len(saved["points"]["saturated"][0]) == 6  # one per ReLU call
-    assert saved["layers"][0] == "1.weight"
+    h = History.from_json(tmp_path / "w" / "history.json")
+    assert h.watch["timeline"] == json.loads(json.dumps(w.timeline))
+    assert h.diagnostics["epoch"] == [0, 5, 10, 15, 20, 25]
+    assert len(h.diagnostics["saturated"][0]) == 6  # one per ReLU call
+    assert h.watch["layers"][0] == "1.weight" and h.watch["steps"] == 30
+    assert h.config["optimizer"] == "SGD" and h.config["lr"] == 0.05
+    page = (tmp_path / "w" / "report.html").read_text()
+    assert "vgbench watch: Sequential" in page and "verdict per sampled step" in page
+    assert page.count("<svg") == 6  # strip, loss, grad norm, update ratio, dead, flow
 
 
 def test_a_vanishing_run_fails_assert_healthy_naming_the_layer():
@@ -197,3 +202,36 @@ def test_late_trouble_is_flagged_where_it_starts_and_its_twin_stays_quiet(real_d
     twin = watch_late.run("kill_relu", 0, 40, 20, 10, False, splits)
     assert hit["onset"] == (30, "dead units") and hit["alarms_before"] == 0
     assert twin["alarms"] == 0 and twin["onset"] is None
+
+
+@pytest.mark.parametrize("how", ["torch.compile(model)", "model.compile()"])
+def test_a_compiled_model_runs_eagerly_on_the_sampled_steps_and_is_compiled_once(how):
+    """torch.compile: on a sampled step watch's hooks are there and the forward runs eager
+    (torch.compiler.set_stance); on the others no hook of watch's is in the compiled graph,
+    so it is compiled once, and the numbers are an eager twin's."""
+    graphs = []
+
+    def backend(gm, example_inputs):  # counts the graphs dynamo compiles
+        graphs.append(gm)
+        return gm.forward
+    model, twin = mlp(nn.ReLU, norm=True), mlp(nn.ReLU, norm=True)
+    if how == "model.compile()":
+        model.compile(backend=backend)
+        trained = model
+    else:
+        trained = torch.compile(model, backend=backend)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    opt_twin = torch.optim.SGD(twin.parameters(), lr=0.05)
+    data = batches(12)
+    with vgbench.watch(trained, opt, every=3) as w:
+        train(trained, opt, data, w)
+    with vgbench.watch(twin, opt_twin, every=3) as eager:
+        train(twin, opt_twin, data, eager)
+    assert w.compiled and [r["step"] for r in w.timeline] == [0, 3, 6, 9]
+    assert w.to_dict()["layers"] == eager.to_dict()["layers"]  # the user's names
+    assert len(w.points["saturated"][0]) == 6  # every ReLU seen on a sampled step
+    assert len(graphs) == 1, f"compiled {len(graphs)} times"
+    for k in range(4):
+        assert w.points["grad_norm"][k] == pytest.approx(eager.points["grad_norm"][k],
+                                                         rel=1e-4)
+    assert [r["verdict"] for r in w.timeline] == [r["verdict"] for r in eager.timeline]

@@ -57,7 +57,8 @@ def test_vgbench_report_rebuilds_the_same_page(session, capsys):
         main(["report", str(out / "nowhere")])
 
 
-def test_the_report_renders_in_chromium(session, tmp_path):
+def in_chromium(page: Path, tmp_path: Path, height: int = 1600):
+    """The page rendered by headless Chromium: (screenshot pixels, the DOM it built)."""
     from matplotlib.image import imread
 
     if CHROMIUM is None:
@@ -65,19 +66,24 @@ def test_the_report_renders_in_chromium(session, tmp_path):
             pytest.fail("VGBENCH_REQUIRE_CHROMIUM is set but chromium is not on PATH")
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium); "
                     ".ci/run installs it")
-    out, _ = session
-    url = (out / "report.html").resolve().as_uri()
+    url = page.resolve().as_uri()
     common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
               "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
     shot = tmp_path / "report.png"
-    subprocess.run([*common, "--window-size=1280,1600", f"--screenshot={shot}", url],
+    subprocess.run([*common, f"--window-size=1280,{height}", f"--screenshot={shot}", url],
                    capture_output=True, timeout=120, check=True)
     pixels = imread(shot)[..., :3]  # (height, width, rgb) in [0, 1]
-    assert pixels.shape[:2] == (1600, 1280)
-    ink = (pixels.min(axis=2) < 0.9).mean()
-    assert 0.02 < ink < 0.6, f"{ink:.3f} of the screenshot is not white"
+    assert pixels.shape[:2] == (height, 1280)
     dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True,
                          timeout=120, check=True).stdout
+    return pixels, dom
+
+
+def test_the_report_renders_in_chromium(session, tmp_path):
+    out, _ = session
+    pixels, dom = in_chromium(out / "report.html", tmp_path)
+    ink = (pixels.min(axis=2) < 0.9).mean()
+    assert 0.02 < ink < 0.6, f"{ink:.3f} of the screenshot is not white"
     assert "<table>" in dom and "vgbench report" in dom
     for cid in ("baseline-seed42", "baseline-seed43", "relu-seed42", "relu-seed43"):
         assert f'id="case-{cid}"' in dom
@@ -158,3 +164,43 @@ def test_ticks_and_gaps():
     svg = report.svg_chart([("a", [1.0, None, float("inf"), 2.0, 3.0])], "t")
     assert svg.count("<polyline") == 1 and svg.count("<circle") == 1
     assert "no finite values" in report.svg_chart([("a", [None])], "t")
+
+
+def test_a_watched_runs_page_renders_in_chromium_and_is_rebuilt(tmp_path, capsys):
+    """vgbench.watch's report.html: a tanh net whose learning rate jumps 30x at step 20;
+    its verdict strip, onsets and charts in a real browser; `vgbench report DIR` rebuilds
+    the same page from history.json."""
+    import torch
+    from torch import nn
+
+    import vgbench
+    from tests.test_monitor import batches, mlp, train
+
+    model = mlp(nn.Tanh)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+
+    def jump(k, opt):
+        if k == 20:
+            opt.param_groups[0]["lr"] *= 30
+    out = tmp_path / "w"
+    with vgbench.watch(model, opt, every=5, out=out) as w:
+        train(model, opt, batches(40), w, jump)
+    page = (out / "report.html").read_text()
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0 and (out / "report.html").read_text() == page
+    pixels, dom = in_chromium(out / "report.html", tmp_path, height=1400)
+    ink = (pixels.min(axis=2) < 0.9).mean()
+    assert 0.02 < ink < 0.6, f"{ink:.3f} of the screenshot is not white"
+    assert "vgbench watch: Sequential" in dom and "<table>" in dom
+    assert re.search(r'<td class="num">20</td><td>[^<]+</td><td class="num">1.5</td>'
+                     r'<td><span class="bad">exploding',
+                     dom), "the onset of exploding at step 20 is not in the table"
+    assert dom.count("<svg") == 6 and dom.count("<polyline") >= 8
+    assert dom.count("<title>step ") == 8  # one cell per sampled step
+    (out / "history.json").write_text("{}")
+    with pytest.raises(SystemExit, match="is not a watched run's history"):
+        main(["report", str(out)])

@@ -16,8 +16,9 @@ from vgbench.config import Config  # noqa: E402
 from vgbench.expect import Check, Diagnosis  # noqa: E402
 from vgbench.inspection import assert_gradient_flow, inspect  # noqa: E402
 from vgbench.model import Parts  # noqa: E402
+from vgbench.monitor import watch  # noqa: E402
 from vgbench.remedy import BASELINE, SMALL, Remedy  # noqa: E402
-from vgbench.monitor import assert_trains, watch  # noqa: E402
+from vgbench.trains import assert_trains  # noqa: E402
 
 __all__ = ["BASELINE", "SMALL", "Check", "Config", "Diagnosis", "Parts", "Remedy",
            "__version__", "assert_gradient_flow", "assert_trains", "inspect", "watch"]

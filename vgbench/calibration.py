@@ -97,7 +97,7 @@ THRESHOLDS = (
               "LayerNorm stack without skips -0.35..+0.074 (its loss falls, then climbs)",
               "seeds 3-4: 20 of 20 agree. At 100 steps (below the budgets) 26 of 30: the "
               "LSTM has not started on Recall (3 false alarms), one LayerNorm stack passes",
-              module="monitor"),
+              module="trains"),
     Threshold("SLOPE_FRACTION", "saturated: a slope below this share of the largest",
               "half of LeakyReLU(0.01)'s leak, so a leaky unit's linear side is not "
               "saturation", "for the sigmoid: |h| > 6.7", module="diagnostics"),

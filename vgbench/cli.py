@@ -199,12 +199,22 @@ def _inspect(args) -> int:
 
 
 def _report(args) -> int:
-    from vgbench import report
+    from vgbench import report, watch_report
 
     folder = Path(args.dir)
+    if not (folder / "summary.json").is_file() and (folder / "history.json").is_file():
+        try:  # a watched run's folder (vgbench.watch(..., out=DIR))
+            path = watch_report.write(folder, figures_too=not args.no_figures)
+        except (ValueError, KeyError) as exc:
+            raise SystemExit(f"vgbench report: {folder / 'history.json'} is not a watched "
+                             f"run's history ({exc}); pass a test session's --vg-out folder "
+                             "or a vgbench.watch out= folder") from None
+        print(f"wrote {path}")
+        return 0
     if not (folder / "summary.json").is_file():
         raise SystemExit(f"vgbench report: {folder} has no summary.json; pass the --vg-out "
-                         "folder of a test session (default vg-out)")
+                         "folder of a test session (default vg-out) or the out= folder of "
+                         "vgbench.watch")
     try:
         path = report.write(folder, figures=not args.no_figures)
     except (ValueError, KeyError) as exc:
@@ -278,7 +288,8 @@ def parser() -> argparse.ArgumentParser:
     ins.add_argument("--out", default=".", help="folder for inspect.json and inspect.png")
     ins.set_defaults(fn=_inspect)
 
-    rep = sub.add_parser("report", help="write DIR/report.html from a test session's folder")
+    rep = sub.add_parser("report", help="write DIR/report.html from a test session's folder "
+                         "or a watched run's")
     rep.add_argument("dir", nargs="?", default="vg-out",
                      help="the session's --vg-out folder (default vg-out)")
     rep.add_argument("--no-figures", action="store_true", help="a report without figures")

@@ -61,6 +61,10 @@ class History:
     diagnosis: dict = field(default_factory=dict)
     """{'init' | 'epoch1' | 'end': diagnose.Verdict.to_dict()}: what is wrong and where, at
     init, after the first epoch and after the last (see vgbench/diagnose.py)."""
+    watch: dict | None = None
+    """A run watched in the user's own loop (vgbench.watch): {'every', 'steps', 'timeline',
+    'onsets', 'losses' ([step, loss]), 'layers', 'chain' (the weights the verdict reads),
+    'notes'}; its diagnostics' 'epoch' is then the optimizer step. None for the suite's."""
 
     def to_json(self, path: str | Path | None = None) -> str:
         """Serialize as strict JSON (non-finite values become null); write atomically to

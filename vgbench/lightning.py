@@ -5,8 +5,8 @@
 Every `every` optimizer steps it takes the verdict from the step Lightning ran (the
 gradients in on_before_optimizer_step, after the closure's backward; the real update from
 the weights before and after), logs the chain's numbers and the verdict through the
-module's logger (`vgbench/...` keys), and at the end of fit writes watch.json into
-`<trainer.log_dir>/vgbench/`. The first optimizer of the module is watched.
+module's logger (`vgbench/...` keys), and at the end of fit writes history.json and
+report.html into `<trainer.log_dir>/vgbench/`. The first optimizer of the module is watched.
 """
 
 from __future__ import annotations

@@ -22,16 +22,15 @@ norms, as inspect does where per-example ones are not exact).
 
 from __future__ import annotations
 
-import copy
-import itertools
 import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from vgbench import diagnose, files, float64
+from vgbench import diagnose, files, float64, machine, watch_report
 from vgbench.diagnostics import ACTIVATION_STATS, ACTIVATIONS, activation_stats, slope_profile
+from vgbench.history import History
 from vgbench.layout import ModelLayout
 from vgbench.point import Point
 from vgbench.probe import keep, layer_rows, points_store, ratio, update_rows
@@ -69,7 +68,13 @@ class Watch:
         if on_verdict not in (None, "warn", "raise") and not callable(on_verdict):
             raise WatchError("on_verdict= must be a function, 'warn', 'raise' or None, got "
                              f"{on_verdict!r}")
-        self.model, self.opt, self.every = model, optimizer, every
+        self.wrapper = type(model).__name__ if unwrap(model) is not model else None
+        """The wrapper watch looked through (DistributedDataParallel, a torch.compile'd
+        module), or None."""
+        self.model, self.opt, self.every = unwrap(model), optimizer, every
+        self.rank, self.world = _rank()
+        """Under torch.distributed: rank 0 measures, judges and writes; the other ranks
+        stay quiet (they count steps, and with on_verdict='raise' stop with rank 0)."""
         self.out = Path(out) if out is not None else None
         self.on_verdict, self.allow = on_verdict, tuple(allow)
         self.hook_before_step = hook_before_step
@@ -77,6 +82,9 @@ class Watch:
         whose step runs a closure computes them inside step(), after its pre-hooks: so
         Lightning, whose callback calls it from on_before_optimizer_step)."""
         self.step_no = 0
+        self.lr0 = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
+        """The first parameter group's learning rate at the start (each record has the
+        one its step ran with)."""
         """Optimizer steps taken inside the watch."""
         self.timeline: list[dict] = []
         self.onsets: list[dict] = []
@@ -88,6 +96,10 @@ class Watch:
         self.layout: ModelLayout | None = None
         self._recording = self._found = None
         self._hooks: list = []
+        self._forward_hooks: list = []
+        self._stance = None
+        self.compiled = _compiled(model)
+        """torch.compile'd (the module or a wrapper): sampled steps run eagerly."""
         self._stats: list = []
         self._shapes: dict[nn.Module, tuple[float, bool]] = {}
         self._before: list[torch.Tensor] | None = None
@@ -96,42 +108,62 @@ class Watch:
 
     # --- the loop's side ------------------------------------------------------------------
     def __enter__(self) -> "Watch":
-        if self.out is not None:
+        if self.out is not None and self.rank == 0:
             files.check_writable(self.out, "out=")
+        if self.rank != 0:
+            self._hooks = [self.opt.register_step_post_hook(lambda o, a, k: self._post_step())]
+            return self
         self._recording = ModelLayout.recording(self.model)
         self._found = self._recording.__enter__()  # until the first step: its forward
         self._open = True
         # plain functions, not bound methods: a deepcopy of the model (an EMA twin, the
         # probe's float64 stand-ins) copies its hooks, and a function is copied as itself
-        self._hooks = [self.opt.register_step_post_hook(lambda o, a, k: self._post_step()),
-                       self.model.register_forward_pre_hook(
-                           lambda m, args: self._forward_starts(m))]
+        self._hooks = [self.opt.register_step_post_hook(lambda o, a, k: self._post_step())]
         if self.hook_before_step:
             self._hooks.append(self.opt.register_step_pre_hook(
                 lambda o, a, k: self.before_step()))
+        self._arm()
+        return self
+
+    def _arm(self) -> None:
+        """The forward's hooks (the activations' statistics), and for a compiled model an
+        eager forward: on a compiled model they are there on the sampled steps only, so the
+        compiled graph never holds them."""
+        self._forward_hooks = [self.model.register_forward_pre_hook(
+            lambda m, args: self._forward_starts(m))]
         for m in self.model.modules():
             if isinstance(m, ACTIVATIONS):
-                self._hooks.append(m.register_forward_pre_hook(
+                self._forward_hooks.append(m.register_forward_pre_hook(
                     lambda mod, args: self._activation(mod, args)))
-        return self
+        if self.compiled:
+            self._stance = torch.compiler.set_stance("force_eager")  # set until _disarm
+
+    def _disarm(self) -> None:
+        for h in self._forward_hooks:
+            h.remove()
+        self._forward_hooks = []
+        if self._stance is not None:
+            self._stance.__exit__(None, None, None)  # the stance before _arm's
+            self._stance = None
 
     def __exit__(self, *exc) -> None:
         self.close(write=exc[0] is None)
 
     def close(self, write: bool = True) -> None:
-        """Remove the hooks; with write and out=, write watch.json."""
+        """Remove the hooks; with write and out=, write history.json and report.html."""
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        self._disarm()
         self._close_recording()
-        if self.out is not None and write:
+        if self.out is not None and write and self.rank == 0:
             self.write(self.out)
 
     def step(self, loss=None) -> None:
         """After optimizer.step(): this step's loss, for the timeline (optional)."""
-        if loss is not None:
+        if loss is not None and self.rank == 0:
             value = float(loss.detach()) if torch.is_tensor(loss) else float(loss)
-            self.losses.append((self.step_no, value))
+            self.losses.append((self.step_no - 1, value))  # the step just taken
             if self.timeline and self.timeline[-1]["step"] == self.step_no - 1:
                 self.timeline[-1]["loss"] = value
 
@@ -177,7 +209,19 @@ class Watch:
 
     def _post_step(self) -> None:
         step, self.step_no = self.step_no, self.step_no + 1
+        if self.compiled and self.rank == 0:
+            self._close_recording()
+            if self.sampling and not self._forward_hooks:
+                self._arm()
+            elif not self.sampling and self._forward_hooks:
+                self._disarm()
+        if self.rank != 0:
+            if step % self.every == 0 and self.on_verdict == "raise":
+                self._stop_together(None)
+            return
         if self._before is None:
+            if step % self.every == 0 and self.world > 1 and self.on_verdict == "raise":
+                self._stop_together(None)
             return
         weights = [p for _, _, p in self.layout.entries]
         with torch.no_grad():
@@ -220,15 +264,35 @@ class Watch:
                     else seen.layer_name(v["layer"] - 1))
         record = {"step": point.epoch, "verdict": v["verdict"], "layer": v["layer"],
                   "layer_name": name, "why": v["why"], "evidence": v["evidence"],
-                  "loss": None}
+                  "loss": None, "lr": self.opt.param_groups[0].get("lr")
+                  if self.opt.param_groups else None}
         if not self.timeline or self.timeline[-1]["verdict"] != record["verdict"]:
             self.onsets.append({"step": record["step"], "verdict": record["verdict"]})
         self.timeline.append(record)
-        if record["verdict"] not in self.allow and self.on_verdict is not None:
+        bad = record["verdict"] not in self.allow
+        if self.world > 1 and self.on_verdict == "raise":
+            self._stop_together(record if bad else None)
+        elif bad and self.on_verdict is not None:
             self._tell(record)
 
+    def _stop_together(self, record: dict | None) -> None:
+        """Under torch.distributed with on_verdict='raise', on every sampled step: rank 0
+        tells the others whether it stops, so that every rank raises together (one
+        broadcast of one number; without it the others would wait in their next
+        all-reduce)."""
+        import torch.distributed as dist
+
+        first = next(self.model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+        flag = torch.tensor([0.0 if record is None else 1.0], device=device)
+        dist.broadcast(flag, src=0)
+        if record is not None or flag.item():
+            raise UnhealthyTraining("vgbench.watch: " + (line(record) if record is not None
+                                                         else "rank 0 found the run unhealthy"
+                                                              " (its message says why)"))
+
     def _tell(self, record: dict) -> None:
-        text = _line(record)
+        text = line(record)
         if self.on_verdict == "warn":
             import warnings
 
@@ -240,33 +304,82 @@ class Watch:
 
     # --- results ----------------------------------------------------------------------------
     def assert_healthy(self) -> None:
-        """An AssertionError naming the first sampled step whose verdict is not allowed."""
+        """An AssertionError naming the first sampled step whose verdict is not allowed (on
+        rank 0 of a distributed run; the other ranks have nothing to assert)."""
+        if self.rank != 0:
+            return
         if not self.timeline:
             raise UnhealthyTraining("vgbench.watch: no step was sampled (did the optimizer "
                                     "step inside the with block?)")
         bad = [r for r in self.timeline if r["verdict"] not in self.allow]
         if bad:
-            raise UnhealthyTraining(f"vgbench.watch: {_line(bad[0])} (then {len(bad) - 1} "
+            raise UnhealthyTraining(f"vgbench.watch: {line(bad[0])} (then {len(bad) - 1} "
                                     f"more of {len(self.timeline)} sampled steps; onsets: "
                                     + ", ".join(f"{o['verdict']} at step {o['step']}"
                                                 for o in self.onsets) + ")")
 
     def to_dict(self) -> dict:
+        """The watch's own part of the history (History.watch)."""
         return {"every": self.every, "steps": self.step_no, "timeline": self.timeline,
-                "onsets": self.onsets, "losses": self.losses, "points": self.points,
-                "notes": sorted(self.notes),
-                "layers": [n for n, _, _ in self.layout.entries] if self.layout else []}
+                "onsets": self.onsets, "losses": self.losses, "notes": sorted(self.notes),
+                "layers": [n for n, _, _ in self.layout.entries] if self.layout else [],
+                "chain": self.layout.chain() if self.layout else []}
+
+    def history(self) -> History:
+        """The run as a History: the sampled steps' measurements as its diagnostics (their
+        'epoch' is the step), the timeline and the losses in its 'watch' part."""
+        config = {"model": type(self.model).__name__, "optimizer": type(self.opt).__name__,
+                  "lr": self.lr0, "every": self.every,
+                  "parameters": sum(p.numel() for p in self.model.parameters())}
+        if self.wrapper:
+            config["wrapper"] = self.wrapper
+        if self.world > 1:
+            config["world_size"] = self.world
+        first = next(self.model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+        return History(name=type(self.model).__name__, config=config, device=str(device),
+                       diagnostics=self.points, env=machine.environment(device),
+                       watch=self.to_dict())
 
     def write(self, out: str | Path) -> Path:
-        """out/watch.json: the timeline, the onsets, every sampled step's measurements."""
+        """out/history.json (see history()) and out/report.html, the page drawn from it;
+        returns the report's path."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        path = out / "watch.json"
-        files.write_json(path, self.to_dict(), indent=1)
-        return path
+        self.history().to_json(out / "history.json")
+        return watch_report.write(out)
 
 
-def _line(record: dict) -> str:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module a wrapper trains: DistributedDataParallel's and DataParallel's .module,
+    torch.compile's original module (its layers, names and gradients are the user's)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _compiled(model: nn.Module) -> bool:
+    """Whether torch.compile compiled the model: torch.compile(model)'s wrapper, or
+    model.compile() on it or on a module inside."""
+    return isinstance(getattr(model, "_orig_mod", None), nn.Module) or any(
+        getattr(m, "_compiled_call_impl", None) is not None
+        for m in unwrap(model).modules())
+
+
+def _rank() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def line(record: dict) -> str:
+    """A timeline record as one sentence: 'step S: verdict from layer: why'."""
     where = f" from {record['layer_name']}" if record.get("layer_name") else ""
     return f"step {record['step']}: {record['verdict']}{where}: {record['why']}"
 
@@ -277,84 +390,3 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, every: int = DEFAU
     """The diagnosis of a training run every `every` optimizer steps (see the module's
     docstring); a context manager around the user's loop."""
     return Watch(model, optimizer, every, out, on_verdict, allow)
-
-
-MIN_DROP = 0.1
-"""assert_trains: the mean loss of the last tenth of the steps must be at least this share
-below the first tenth's (where the numbers come from: docs/watch.md)."""
-
-
-def trial(model: nn.Module, batches, steps: int = 100, optimizer=None, loss=None,
-          every: int | None = None, allow: tuple[str, ...] = ("healthy",)) -> dict:
-    """Train `steps` optimizer steps on `batches` under watch, then put the model (and a
-    given optimizer's state) back as it was: {'first', 'last' (the mean loss of the first
-    and the last tenth of the steps), 'drop' ((first - last) / first), 'finite', 'watch'}.
-    batches: a list of (inputs, targets), cycled, or a function returning the next one;
-    optimizer: an optimizer of the model, or a function params -> optimizer (default plain
-    SGD at lr 0.01); loss(output, targets) -> scalar (default cross-entropy)."""
-    if not isinstance(steps, int) or steps < 10:
-        raise WatchError(f"steps= must be a whole number >= 10 (the loss is compared over "
-                         f"tenths of the run), got {steps!r}")
-    if callable(batches):
-        next_batch = batches
-    else:
-        batches = list(batches)
-        if not batches:
-            raise WatchError("batches= is empty: give a list of (inputs, targets) or a "
-                             "function returning the next batch")
-        cycled = itertools.cycle(batches)
-        next_batch = lambda: next(cycled)  # noqa: E731
-    if optimizer is None:
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    elif isinstance(optimizer, torch.optim.Optimizer):
-        opt = optimizer
-    else:
-        opt = optimizer(model.parameters())
-    loss_fn = loss or (lambda out, y: torch.nn.functional.cross_entropy(out, y))
-    saved = copy.deepcopy(model.state_dict())
-    saved_opt = copy.deepcopy(opt.state_dict()) if opt is optimizer else None
-    was_training = model.training
-    losses = []
-    try:
-        model.train()
-        with watch(model, opt, every or max(1, steps // 10), allow=allow) as w:
-            for _ in range(steps):
-                x, y = next_batch()
-                value = loss_fn(model(x), y)
-                opt.zero_grad()
-                value.backward()
-                opt.step()
-                w.step(value)
-                losses.append(float(value.detach()))
-    finally:
-        model.load_state_dict(saved)
-        model.train(was_training)
-        if saved_opt is not None:
-            opt.load_state_dict(saved_opt)
-    tenth = max(1, steps // 10)
-    first, last = sum(losses[:tenth]) / tenth, sum(losses[-tenth:]) / tenth
-    return {"first": first, "last": last, "tenth": tenth, "steps": steps,
-            "drop": (first - last) / abs(first) if first else math.nan,
-            "finite": all(math.isfinite(v) for v in losses), "watch": w}
-
-
-def assert_trains(model: nn.Module, batches, steps: int = 100, optimizer=None, loss=None,
-                  every: int | None = None, min_drop: float = MIN_DROP,
-                  allow: tuple[str, ...] = ("healthy",)) -> Watch:
-    """A few steps of training as a test (see trial for the arguments): an AssertionError
-    when the loss does not fall by min_drop (the last tenth of the steps against the first)
-    or the last sampled verdict is not in allow. Returns the Watch when the run passes."""
-    t = trial(model, batches, steps, optimizer, loss, every, allow)
-    w, drop = t["watch"], t["drop"]
-    onsets = ", ".join(f"{o['verdict']} at step {o['step']}" for o in w.onsets)
-    end = w.timeline[-1] if w.timeline else None
-    if not (drop >= min_drop) or not t["finite"]:
-        raise UnhealthyTraining(
-            f"vgbench.assert_trains: the loss did not fall in {steps} steps: "
-            f"{t['first']:.4g} (first {t['tenth']}) -> {t['last']:.4g} (last {t['tenth']}), "
-            f"{-drop:+.0%} (needs {-min_drop:+.0%}); verdicts: {onsets}"
-            + (f"; at the end {_line(end)}" if end else ""))
-    if end is not None and end["verdict"] not in allow:
-        raise UnhealthyTraining(f"vgbench.assert_trains: the loss fell ({-drop:+.0%}) but "
-                                f"at the end {_line(end)} (verdicts: {onsets})")
-    return w

@@ -187,7 +187,7 @@ def _fmt(v, spec: str = ".4f") -> str:
     return format(v, spec) if _finite(v) else "-"
 
 
-def _verdict(v: dict | None) -> str:
+def verdict_html(v: dict | None) -> str:
     if not v:
         return "-"
     where = f" from layer {v['layer']}" if v.get("layer") else ""
@@ -221,9 +221,9 @@ def _case_section(case: dict, h: History | None, figures: bool) -> str:
                + (f', <span class="bad">diverged at epoch {h.diverged_epoch} '
                   f'({esc(h.diverged_reason)})</span>' if h.diverged else "")
                + f'; device {esc(h.device)}{", cuda graph " + esc(h.cuda_graph) if h.cuda_graph else ""}</p>')
-    out.append("<ul>" + "".join(f"<li>{esc(mo)}: {_verdict((h.diagnosis or {}).get(mo))}</li>"
-                                for mo in ("init", "epoch1", "end")
-                                if (h.diagnosis or {}).get(mo)) + "</ul>")
+    said = {mo: v for mo in ("init", "epoch1", "end") if (v := (h.diagnosis or {}).get(mo))}
+    out.append("<ul>" + "".join(f"<li>{esc(mo)}: {verdict_html(v)}</li>"
+                                for mo, v in said.items()) + "</ul>")
     failures = case.get("failures") or []
     checks = case.get("checks") or []
     if checks:

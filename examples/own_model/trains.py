@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import twins  # noqa: E402
 
-from vgbench.monitor import MIN_DROP, trial  # noqa: E402
+from vgbench.trains import MIN_DROP, trial  # noqa: E402
 
 LEARNS = {"relu_bn_cnn": True, "residual_30": True, "lstm": True, "alive_mlp": True,
           "sigmoid_cnn": False, "plain_30": False, "tanh_rnn": False, "dead_mlp": False,
