@@ -235,3 +235,62 @@ def test_a_compiled_model_runs_eagerly_on_the_sampled_steps_and_is_compiled_once
         assert w.points["grad_norm"][k] == pytest.approx(eager.points["grad_norm"][k],
                                                          rel=1e-4)
     assert [r["verdict"] for r in w.timeline] == [r["verdict"] for r in eager.timeline]
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # torchmortem's hooks
+def test_torchmortem_rides_in_the_same_loop_and_changes_nothing(real_data):
+    """watch_late.py --peers in small: torchmortem's Autopsy in the same loop; watch's
+    timeline is the one without it, and torchmortem's findings come back by cause."""
+    pytest.importorskip("torchmortem", reason="the peers extra: pip install -e '.[peers]'")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import watch_late
+    from vgbench import data
+
+    splits = data.split(data.load_cached(), 42, 0.1)
+    alone = watch_late.run("kill_relu", 0, 40, 20, 10, True, splits)
+    both = watch_late.run("kill_relu", 0, 40, 20, 10, True, splits, peers=True)
+    assert both["onset"] == alone["onset"] == (30, "dead units")
+    assert both["val_acc"] == alone["val_acc"]
+    assert "dead units" in {f["cause"] for f in both["torchmortem"]}
+    assert all(isinstance(f["start"], int) for f in both["torchmortem"])
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: measured on the CPU's scaler"))])
+def test_under_a_grad_scaler_it_reads_the_unscaled_gradients_and_skipped_steps_are_none(
+        device):
+    """AMP's GradScaler (CUDA's, and the CPU's, which runs the same unscale logic): the scaler unscales the gradients before the optimizer's step, so watch
+    (hooked just before it) reads what the same run reads without scaling; a step the
+    scaler skips (inf gradients) calls no optimizer step and counts none."""
+    def run(scaled):
+        model = mlp(nn.ReLU, norm=True).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        scaler = torch.amp.GradScaler(device, init_scale=2.0 ** 12, enabled=scaled)
+        with vgbench.watch(model, opt, every=1) as w:
+            for x, y in batches(4):
+                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+                opt.zero_grad()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+        return w, scaler
+    scaled, _ = run(True)
+    plain, _ = run(False)
+    for k in range(4):
+        assert scaled.points["grad_norm"][k] == pytest.approx(plain.points["grad_norm"][k],
+                                                              rel=1e-4)
+    model = mlp(nn.ReLU, norm=True).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler(device)
+    x, y = batches(1)[0]
+    with vgbench.watch(model, opt, every=1) as w:
+        loss = F.cross_entropy(model(x.to(device)), y.to(device))
+        scaler.scale(loss).backward()
+        with torch.no_grad():  # what an overflow in half precision leaves
+            next(model.parameters()).grad[0, 0] = float("inf")
+        scaler.step(opt)
+        scaler.update()
+    assert w.step_no == 0 and w.timeline == []

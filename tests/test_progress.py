@@ -105,7 +105,12 @@ def test_a_terminal_gets_one_live_line(suite, xdist):
     main, sub = pty.openpty()
     env = dict(os.environ, COLUMNS="100")
     env.pop("CI", None)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", *TINY, *xdist, "--vg-out", "out"],
+    # epochs long enough that the 1-second redraw lands inside a running case's epochs
+    # (with TINY's two 0.07 s epochs, under load, it could miss every one: a flaky test)
+    longer = list(TINY)
+    longer[longer.index("--vg-epochs") + 1] = "6"
+    longer[longer.index("--vg-limit") + 1] = "2048"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *longer, *xdist, "--vg-out", "out"],
                             cwd=suite.path, stdin=sub, stdout=sub, stderr=sub, env=env)
     os.close(sub)
     chunks = []
@@ -127,6 +132,6 @@ def test_a_terminal_gets_one_live_line(suite, xdist):
     assert proc.returncode == 0, out[-3000:]
     frames = [f.strip() for f in out.split("\r")]
     assert any(f.startswith("vgbench: 2/2 cases done |") for f in frames), out[-3000:]
-    assert any(re.match(r"vgbench: \d/2 cases done, running baseline-seed4\d \d/2", f)
+    assert any(re.match(r"vgbench: \d/2 cases done, running baseline-seed4\d \d/6", f)
                for f in frames), out[-3000:]
     assert "\n..\n" not in out and "vgbench summary" in out

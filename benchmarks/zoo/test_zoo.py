@@ -50,3 +50,16 @@ def test_watch_changes_nothing_in_training_and_samples_its_steps():
 
     r = watch_cost.run("transformer_pre", steps=4, every=2, peers=False)
     assert r["watch_same_losses"] and r["sampled"] == 2
+
+
+def test_a_zoo_run_under_watch_gives_its_timeline_and_its_ground_truth():
+    """benchmarks/zoo/watched.py in small: the pre-norm transformer (its recipe, 20 steps,
+    sampled every 5) reads healthy at every sampled step (0 alarms in its 150-step run,
+    README); its lr x100 twin reads exploding from step 0."""
+    import watched
+
+    r = watched.case("transformer_pre", None, seed=0, every=5, steps=20)
+    assert r["steps"] == 20 and r["sampled"] == 4 and r["alarms"] == 0, r["onsets"]
+    bad = watched.case("transformer_pre", "lr_x100", seed=0, every=5, steps=20)
+    assert bad["first_alarm"] == "exploding at 0"
+    assert "exploding" in watched.tables([r, bad])

@@ -92,6 +92,9 @@ def _sigmoid(model, recipe):
         for name, child in parent.named_children():
             if isinstance(child, ACTIVATIONS) and not isinstance(child, nn.Sigmoid):
                 setattr(parent, name, nn.Sigmoid())
+    for m in model.modules():  # the same values; but Sigmoid's backward needs its output,
+        if getattr(m, "inplace", False) is True:  # which an in-place Dropout after it
+            m.inplace = False  # (MobileNetV3's head) would overwrite
     if hasattr(model, "sigmoid_twin"):  # functional activations: the model's own switch
         model.sigmoid_twin()
     return model, recipe
