@@ -72,10 +72,9 @@ def test_a_vanishing_run_fails_assert_healthy_naming_the_layer():
         w.assert_healthy()
 
 
-def test_a_learning_rate_jump_reads_exploding_from_the_step_it_happens():
-    """tanh (Xavier init) at lr 0.05 is healthy; from step 20 on, 30x that: exploding at
-    step 20, not before (measured: from lr 0.02, 30x stays below EXPLODE_UPDATE on the
-    weights and reads healthy; 100x reads exploding)."""
+def lr_jump(steps: int, out=None):
+    """A tanh MLP (Xavier init) at SGD lr 0.05 whose learning rate jumps 30x at step 20,
+    watched every 5 steps: the Watch."""
     model = mlp(nn.Tanh)
     for m in model:
         if isinstance(m, nn.Linear):
@@ -86,8 +85,16 @@ def test_a_learning_rate_jump_reads_exploding_from_the_step_it_happens():
     def schedule(k, opt):
         if k == 20:
             opt.param_groups[0]["lr"] *= 30
-    with vgbench.watch(model, opt, every=5) as w:
-        train(model, opt, batches(30), w, schedule)
+    with vgbench.watch(model, opt, every=5, out=out) as w:
+        train(model, opt, batches(steps), w, schedule)
+    return w
+
+
+def test_a_learning_rate_jump_reads_exploding_from_the_step_it_happens():
+    """tanh (Xavier init) at lr 0.05 is healthy; from step 20 on, 30x that: exploding at
+    step 20, not before (measured: from lr 0.02, 30x stays below EXPLODE_UPDATE on the
+    weights and reads healthy; 100x reads exploding)."""
+    w = lr_jump(30)
     verdicts = {r["step"]: r["verdict"] for r in w.timeline}
     assert all(verdicts[s] == "healthy" for s in (0, 5, 10, 15)), verdicts
     assert verdicts[20] == "exploding", w.timeline[4]
@@ -262,9 +269,10 @@ def test_torchmortem_rides_in_the_same_loop_and_changes_nothing(real_data):
     not torch.cuda.is_available(), reason="no CUDA device: measured on the CPU's scaler"))])
 def test_under_a_grad_scaler_it_reads_the_unscaled_gradients_and_skipped_steps_are_none(
         device):
-    """AMP's GradScaler (CUDA's, and the CPU's, which runs the same unscale logic): the scaler unscales the gradients before the optimizer's step, so watch
-    (hooked just before it) reads what the same run reads without scaling; a step the
-    scaler skips (inf gradients) calls no optimizer step and counts none."""
+    """AMP's GradScaler (CUDA's, and the CPU's, which runs the same unscale logic) unscales
+    the gradients before the optimizer's step, so watch (hooked just before it) reads what
+    the same run reads without scaling; a step the scaler skips (inf gradients) calls no
+    optimizer step and counts none."""
     def run(scaled):
         model = mlp(nn.ReLU, norm=True).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.05)

@@ -170,25 +170,10 @@ def test_a_watched_runs_page_renders_in_chromium_and_is_rebuilt(tmp_path, capsys
     """vgbench.watch's report.html: a tanh net whose learning rate jumps 30x at step 20;
     its verdict strip, onsets and charts in a real browser; `vgbench report DIR` rebuilds
     the same page from history.json."""
-    import torch
-    from torch import nn
+    from tests.test_monitor import lr_jump
 
-    import vgbench
-    from tests.test_monitor import batches, mlp, train
-
-    model = mlp(nn.Tanh)
-    for m in model:
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_normal_(m.weight)
-            nn.init.zeros_(m.bias)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-
-    def jump(k, opt):
-        if k == 20:
-            opt.param_groups[0]["lr"] *= 30
     out = tmp_path / "w"
-    with vgbench.watch(model, opt, every=5, out=out) as w:
-        train(model, opt, batches(40), w, jump)
+    lr_jump(40, out)
     page = (out / "report.html").read_text()
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0 and (out / "report.html").read_text() == page
