@@ -2,7 +2,7 @@
 on those that do not, over the whole run rather than at init.
 
     python benchmarks/zoo/watched.py --seeds 0 --every 10 --out vg-out/zoo-watch
-    python benchmarks/zoo/watched.py --models resnet18,gpt --twins -,lr_x100
+    python benchmarks/zoo/watched.py --models resnet18,gpt --twins=-,lr_x100
 
 Each case (model, twin, seed) is trained as run.py trains it (its recipe, its budget, the
 same batches) with watch sampling every `every` optimizer steps; ground truth is the
@@ -78,8 +78,9 @@ def tables(records: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(CASES))
-    ap.add_argument("--twins", default=None, help="comma-separated, '-' for none "
-                                                  "(default: each model's)")
+    ap.add_argument("--twins", default=None,
+                    help="comma-separated, '-' for none; with '=' when the list starts with "
+                         "'-' (--twins=-,x10; default: each model's)")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--steps", type=int, default=None, help="override every recipe's budget")
