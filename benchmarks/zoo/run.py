@@ -1,7 +1,7 @@
 """Run the zoo: every (model, twin, seed), verdict at init and ground truth by training.
 
     python benchmarks/zoo/run.py --seeds 0,1,2 --out vg-out/zoo
-    python benchmarks/zoo/run.py --models resnet18,gpt --twins=-,sigmoid --seeds 0   # "=": the list starts with "-"
+    python benchmarks/zoo/run.py --models resnet18,gpt --twins=-,sigmoid --seeds 0
 
 Each finished case is appended to OUT/results.jsonl at once (an interrupted run keeps what
 it finished, and a rerun skips it); at the end OUT/zoo.md holds the table and the rates.
