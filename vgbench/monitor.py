@@ -82,10 +82,10 @@ class Watch:
         whose step runs a closure computes them inside step(), after its pre-hooks: so
         Lightning, whose callback calls it from on_before_optimizer_step)."""
         self.step_no = 0
+        """Optimizer steps taken inside the watch."""
         self.lr0 = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
         """The first parameter group's learning rate at the start (each record has the
         one its step ran with)."""
-        """Optimizer steps taken inside the watch."""
         self.timeline: list[dict] = []
         self.onsets: list[dict] = []
         self.points = points_store()
@@ -231,7 +231,12 @@ class Watch:
         self._before = self._grads = None
         point = self._point(step, layer)
         keep(self.points, point)
-        self._judge(point)
+        record = self._judge(point)
+        bad = record is not None and record["verdict"] not in self.allow
+        if self.world > 1 and self.on_verdict == "raise":
+            self._stop_together(record if bad else None)
+        elif bad and self.on_verdict is not None:
+            self._tell(record)
 
     # --- the verdict ------------------------------------------------------------------------
     def _point(self, step: int, layer: dict) -> Point:
@@ -246,12 +251,13 @@ class Watch:
         return Point(layers=[n for n, _, _ in self.layout.entries], activations=acts,
                      epoch=step, **layer, **hidden, rectifier=rect)
 
-    def _judge(self, point: Point) -> None:
+    def _judge(self, point: Point) -> dict | None:
+        """The point's verdict as a timeline record, kept (None: no weight to judge)."""
         chain = self.layout.chain()
         if not chain:
             self.notes.add("no weight (a matrix or filter the signal passes through) got a "
                            "gradient: no verdict")
-            return
+            return None
         seen = point.select(chain)
         seen.grad_rms = seen.grad_norm  # batch-mean norms: no per-example ones here
         finite = all(math.isfinite(g) for g in seen.grad_norm)
@@ -269,11 +275,7 @@ class Watch:
         if not self.timeline or self.timeline[-1]["verdict"] != record["verdict"]:
             self.onsets.append({"step": record["step"], "verdict": record["verdict"]})
         self.timeline.append(record)
-        bad = record["verdict"] not in self.allow
-        if self.world > 1 and self.on_verdict == "raise":
-            self._stop_together(record if bad else None)
-        elif bad and self.on_verdict is not None:
-            self._tell(record)
+        return record
 
     def _stop_together(self, record: dict | None) -> None:
         """Under torch.distributed with on_verdict='raise', on every sampled step: rank 0
