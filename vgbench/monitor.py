@@ -284,9 +284,7 @@ class Watch:
         all-reduce)."""
         import torch.distributed as dist
 
-        first = next(self.model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-        flag = torch.tensor([0.0 if record is None else 1.0], device=device)
+        flag = torch.tensor([0.0 if record is None else 1.0], device=self._device())
         dist.broadcast(flag, src=0)
         if record is not None or flag.item():
             raise UnhealthyTraining("vgbench.watch: " + (line(record) if record is not None
@@ -337,11 +335,15 @@ class Watch:
             config["wrapper"] = self.wrapper
         if self.world > 1:
             config["world_size"] = self.world
-        first = next(self.model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
+        device = self._device()
         return History(name=type(self.model).__name__, config=config, device=str(device),
                        diagnostics=self.points, env=machine.environment(device),
                        watch=self.to_dict())
+
+    def _device(self) -> torch.device:
+        """Where the model's weights are (the CPU for a model without any)."""
+        first = next(self.model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
 
     def write(self, out: str | Path) -> Path:
         """out/history.json (see history()) and out/report.html, the page drawn from it;

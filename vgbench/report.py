@@ -259,15 +259,26 @@ def _summary_table(summary: dict, cases: list[dict]) -> str:
     return "".join(out)
 
 
+def head(title: str) -> str:
+    """A page's start, to its <body>: the title, the inline style."""
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width\">"
+            f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>")
+
+
+def environment(env: dict, extra: str = "") -> str:
+    """The page's end: the Environment table (extra: more rows) and the closing tags."""
+    return ("<h2>Environment</h2><table>" + "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in env.items())
+        + extra + "</table></body></html>\n")
+
+
 def render(out: str | Path, figures: bool = True) -> str:
     """The page for the session folder out (its summary.json and histories)."""
     out = Path(out)
     summary = json.loads((out / "summary.json").read_text())
     cases = summary.get("cases") or []
-    parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-             "<meta name=\"viewport\" content=\"width=device-width\">",
-             f"<title>vgbench report: {esc(out.name)}</title><style>{STYLE}</style></head><body>",
-             "<h1>vgbench report</h1>",
+    parts = [head(f"vgbench report: {out.name}"), "<h1>vgbench report</h1>",
              f'<p class="muted">{esc(summary.get("header", ""))}</p>']
     errors = summary.get("errors") or []
     if not summary.get("complete", True) or errors:
@@ -301,10 +312,8 @@ def render(out: str | Path, figures: bool = True) -> str:
                 h = None
         parts.append(_case_section(case, h, figures))
     env = next((c.get("env") for c in cases if c.get("env")), None) or {}
-    parts.append("<h2>Environment</h2><table>" + "".join(
-        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in env.items())
-        + f"<tr><th>command</th><td><code>{esc(summary.get('command', '-'))}</code></td></tr>"
-        + "</table></body></html>\n")
+    parts.append(environment(env, f"<tr><th>command</th><td><code>"
+                                  f"{esc(summary.get('command', '-'))}</code></td></tr>"))
     return "".join(parts)
 
 

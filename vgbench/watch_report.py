@@ -15,7 +15,7 @@ from pathlib import Path
 from vgbench import files
 from vgbench.diagnose import BY_ACTIVATION, VERDICTS
 from vgbench.history import History
-from vgbench.report import STYLE, esc, svg_chart, verdict_html
+from vgbench.report import environment, esc, head, svg_chart, verdict_html
 
 SHOWN_LAYERS = 8
 """The time charts draw at most this many layers (the first, the last, evenly between, and
@@ -150,9 +150,7 @@ def render(h: History, figures_too: bool = True) -> str:
         raise ValueError(f"history {h.name!r} is not a watched run's (no 'watch' part)")
     end = w["timeline"][-1] if w["timeline"] else None
     cfg = ", ".join(f"{k} {v}" for k, v in h.config.items())
-    parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-             "<meta name=\"viewport\" content=\"width=device-width\">",
-             f"<title>vgbench watch: {esc(h.name)}</title><style>{STYLE}</style></head><body>",
+    parts = [head(f"vgbench watch: {h.name}"),
              f"<h1>vgbench watch: {esc(h.name)}</h1>",
              f'<p class="muted">{w["steps"]} optimizer steps, every {w["every"]}-th sampled '
              f'({len(w["timeline"])} sampled); {esc(cfg)}; device {esc(h.device)}</p>']
@@ -167,9 +165,7 @@ def render(h: History, figures_too: bool = True) -> str:
         parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in w["notes"]) + "</ul>")
     if figures_too and h.diagnostics and h.diagnostics.get("epoch"):
         parts.append("<h2>Over the run</h2>" + figures(h) + _layers_table(h))
-    parts.append("<h2>Environment</h2><table>" + "".join(
-        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in h.env.items())
-        + "</table></body></html>\n")
+    parts.append(environment(h.env))
     return "".join(parts)
 
 

@@ -119,8 +119,9 @@ def main(argv=None) -> int:
                     f.write(json.dumps(r) + "\n")
                 print(f"{name} {twin or '-'} seed {seed}: acc {r['acc']:.3f}, alarms "
                       f"{r['alarms']}/{r['sampled']} {r['first_alarm'] or ''}", flush=True)
-    (out / "watched.md").write_text(tables(done))
-    print(tables(done))
+    text = tables(done)
+    (out / "watched.md").write_text(text)
+    print(text)
     return 0
 
 
