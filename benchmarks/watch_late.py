@@ -26,6 +26,7 @@ alarms.
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,7 @@ def build(kind: str, seed: int) -> nn.Sequential:
 
 
 def run(kind: str, seed: int, steps: int, at: int, every: int, intervene: bool,
-        splits, peers: bool = False) -> dict:
+        splits, peers: bool = False, keep: Path | None = None) -> dict:
     net = build(kind, seed)
     if kind == "no_decay":
         at = 1  # the first step is AdamW's (see docs/watch.md): the run starts after it
@@ -74,7 +75,8 @@ def run(kind: str, seed: int, steps: int, at: int, every: int, intervene: bool,
 
         autopsy = Autopsy(net, optimizer=opt)
         autopsy.attach()
-    with vgbench.watch(net, opt, every=every) as w:
+    out = None if keep is None else keep / f"{kind}-{'on' if intervene else 'off'}-seed{seed}"
+    with vgbench.watch(net, opt, every=every, out=out) as w:
         for step in range(steps):
             idx = torch.randint(0, len(splits.train_y), (512,), generator=g)
             x, y = splits.train_x[idx], splits.train_y[idx]
@@ -151,6 +153,9 @@ def main(argv=None) -> int:
     p.add_argument("--kinds", nargs="+", default=list(EXPECTED))
     p.add_argument("--peers", action="store_true",
                    help="torchmortem's Autopsy in the same loop (pip install torchmortem)")
+    p.add_argument("--keep", type=Path, metavar="DIR",
+                   help="write each run's history.json and report.html under DIR/KIND-on|off-"
+                        "seedS (on: with the intervention)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     ds = data.load_cached()
@@ -165,7 +170,7 @@ def main(argv=None) -> int:
             splits = data.split(ds, 42 + seed, 0.1)
             for intervene in (True, False):
                 r = run(kind, seed, args.steps, args.at, args.every, intervene, splits,
-                        args.peers)
+                        args.peers, args.keep)
                 onset = f"{r['onset'][0]}, {r['onset'][1]}" if r["onset"] else "-"
                 late = r["onset"][0] - r["at"] if r["onset"] else "-"
                 if not intervene:

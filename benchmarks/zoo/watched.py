@@ -34,9 +34,10 @@ step here)."""
 
 
 def case(name: str, twin: str | None, seed: int, every: int, steps: int | None = None,
-         dataset=None) -> dict:
+         dataset=None, keep: Path | None = None) -> dict:
     net, recipe, opt, task = zoo.setup(name, twin, seed, steps, dataset)
-    with vgbench.watch(net, opt, every=every) as w:
+    out = None if keep is None else keep / f"{name}-{twin or 'none'}-seed{seed}"
+    with vgbench.watch(net, opt, every=every, out=out) as w:
         out = zoo.train(net, recipe, opt, task, each_step=w.step)
     alarms = [r for r in w.timeline if r["verdict"] != "healthy"]
     return {"model": name, "twin": twin or "-", "seed": seed, "every": every,
@@ -86,6 +87,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="override every recipe's budget")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="vg-out/zoo-watch")
+    ap.add_argument("--keep", action="store_true",
+                    help="also write each case's history.json and report.html under "
+                         "OUT/MODEL-TWIN-seedS")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,7 +113,8 @@ def main(argv=None) -> int:
                 if (name, twin or "-", seed, args.every) in seen:
                     continue
                 try:
-                    r = case(name, twin, seed, args.every, args.steps, dataset)
+                    r = case(name, twin, seed, args.every, args.steps, dataset,
+                             out if args.keep else None)
                 except RuntimeError as exc:  # the case cannot train; the others go on
                     print(f"{name} {twin or '-'} seed {seed}: could not train: "
                           f"{str(exc).splitlines()[0]}", flush=True)
