@@ -79,3 +79,17 @@ def test_accumulated_batches_are_one_step(tmp_path):
     cb = GradientFlow(every=2)
     fit(Net(nn.ReLU, 3, True), tmp_path, cb, accumulate_grad_batches=4)
     assert cb.watch.step_no == 12 and [r["step"] for r in cb.watch.timeline][:3] == [0, 2, 4]
+
+
+def test_a_step_judged_by_the_loss_after_it_is_logged_too(tmp_path):
+    """A large step waits one sampling interval for the losses after it (the last one until
+    fit ends): every record still reaches the logger, once."""
+    cb = GradientFlow(every=4)
+    trainer = fit(Net(nn.Tanh, 4, lr=0.5), tmp_path, cb)
+    w = cb.watch
+    waited = [r for r in w.timeline if "loss_rise" in r["evidence"]]
+    assert waited and waited[-1]["step"] == 8, w.timeline  # judged at fit's end
+    trainer.logger.save()
+    rows = list(csv.DictReader(open(tmp_path / "run" / "version_0" / "metrics.csv")))
+    logged = [float(r["vgbench/verdict"]) for r in rows if r.get("vgbench/verdict")]
+    assert logged == [float(VERDICTS.index(r["verdict"])) for r in w.timeline]

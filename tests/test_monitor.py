@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vgbench
+from vgbench import diagnose
 from vgbench.history import History
 from vgbench.monitor import UnhealthyTraining, WatchError
 
@@ -72,33 +73,64 @@ def test_a_vanishing_run_fails_assert_healthy_naming_the_layer():
         w.assert_healthy()
 
 
-def lr_jump(steps: int, out=None):
-    """A tanh MLP (Xavier init) at SGD lr 0.05 whose learning rate jumps 30x at step 20,
-    watched every 5 steps: the Watch."""
+def tanh_xavier():
     model = mlp(nn.Tanh)
     for m in model:
         if isinstance(m, nn.Linear):
             nn.init.xavier_normal_(m.weight)
             nn.init.zeros_(m.bias)
+    return model
+
+
+def lr_jump(steps: int, out=None):
+    """A tanh MLP (Xavier init) at SGD lr 0.05 whose learning rate jumps 100x at step 20,
+    watched every 5 steps: the Watch."""
+    model = tanh_xavier()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
 
     def schedule(k, opt):
         if k == 20:
-            opt.param_groups[0]["lr"] *= 30
+            opt.param_groups[0]["lr"] *= 100
     with vgbench.watch(model, opt, every=5, out=out) as w:
         train(model, opt, batches(steps), w, schedule)
     return w
 
 
 def test_a_learning_rate_jump_reads_exploding_from_the_step_it_happens():
-    """tanh (Xavier init) at lr 0.05 is healthy; from step 20 on, 30x that: exploding at
-    step 20, not before (measured: from lr 0.02, 30x stays below EXPLODE_UPDATE on the
-    weights and reads healthy; 100x reads exploding)."""
+    """tanh (Xavier init) at lr 0.05 is healthy; from step 20 on, 100x that: exploding at
+    step 20, not before, decided by the loss after it (measured: step 20 moves the weights
+    by 0.41 of their norm and the next 5 losses average 4.5x the 5 before; at 30x the steps
+    are 0.12-0.17 and the loss rises 1.07x: healthy, as it is at 60x, 1.35x, until step 25
+    moves a weight by 2.0, REPLACE_STEP)."""
     w = lr_jump(30)
     verdicts = {r["step"]: r["verdict"] for r in w.timeline}
     assert all(verdicts[s] == "healthy" for s in (0, 5, 10, 15)), verdicts
     assert verdicts[20] == "exploding", w.timeline[4]
+    assert w.timeline[4]["evidence"]["loss_rise"] > diagnose.LOSS_RISE
     assert {"step": 20, "verdict": "exploding"} in w.onsets
+
+
+def test_a_large_step_after_which_the_loss_falls_is_not_exploding():
+    """The rule the lr jump passes, the other way round: the same net's steps at 30x are
+    above EXPLODE_UPDATE, and with the loss after them reported they read healthy; without
+    losses (w.step() not given one) the step's size alone decides, as at init."""
+    def run(report):
+        model = tanh_xavier()
+        opt = torch.optim.SGD(model.parameters(), lr=1.5)
+        with vgbench.watch(model, opt, every=5) as w:
+            for x, y in batches(10):
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                w.step(loss if report else None)
+        return w
+    quiet, blind = run(True), run(False)
+    assert [r["evidence"]["update_max"] > diagnose.EXPLODE_UPDATE for r in quiet.timeline] == [
+        True, True]
+    assert [r["verdict"] for r in quiet.timeline] == ["healthy", "healthy"], quiet.timeline
+    assert all(r["evidence"]["loss_rise"] < diagnose.LOSS_RISE for r in quiet.timeline)
+    assert [r["verdict"] for r in blind.timeline] == ["exploding", "exploding"]
 
 
 def test_the_step_is_the_optimizers_with_accumulation_and_bf16_autocast():

@@ -181,7 +181,7 @@ def test_a_watched_runs_page_renders_in_chromium_and_is_rebuilt(tmp_path, capsys
     ink = (pixels.min(axis=2) < 0.9).mean()
     assert 0.02 < ink < 0.6, f"{ink:.3f} of the screenshot is not white"
     assert "vgbench watch: Sequential" in dom and "<table>" in dom
-    assert re.search(r'<td class="num">20</td><td>[^<]+</td><td class="num">1.5</td>'
+    assert re.search(r'<td class="num">20</td><td>[^<]+</td><td class="num">5</td>'
                      r'<td><span class="bad">exploding',
                      dom), "the onset of exploding at step 20 is not in the table"
     assert dom.count("<svg") == 6 and dom.count("<polyline") >= 8

@@ -40,6 +40,20 @@ THRESHOLDS = (
               "every run that learned: at most 0.047; every learning-rate x100 twin 2.6..4.7 "
               "(the GPT stack's AdamW at lr 0.1: 2.77, though its first step lowers the "
               "batch's loss)", "the zoo at seed 1 (32 runs): no call changed"),
+    Threshold("LOSS_RISE", "exploding in a watched run (the loss after a large step)",
+              "seed 0: benchmarks/watch_late.py (4 scenarios, with and without the "
+              "intervention, 600 steps, every 10) and benchmarks/zoo/watched.py (24 zoo "
+              "cases: 7 models, their lr_x100, x0.1 and rezero twins)",
+              "steps between EXPLODE_UPDATE and REPLACE_STEP in runs that learned: the loss "
+              "after them 0.83..1.19 of the loss before (resnet18 under SGD momentum "
+              "0.88..1.06, AdamW's first step 0.88..1.07, the pre-norm transformer at lr x100 "
+              "1.19); learning rate x30 at step 200: 34.8..50.6, the pre-norm transformer at "
+              "lr x100 at step 10: 2.36 (a factor 1.26 above the highest healthy one, 1.57 "
+              "below the lowest explosion); timm's MLP-Mixer at lr x100 (did not learn, "
+              "0.44): 0.49..0.97, no longer flagged",
+              "seeds 1-2 of watch_late and seed 1 of the same zoo cases: no false alarm from "
+              "a large step (every learned run's 0.58..1.07), every lr jump flagged at its "
+              "step; the pre-norm transformer at lr x100 at step 20: 1.46, just below"),
     Threshold("OVERSHOOT", "exploding at init (the step raises the batch's loss)", ZOO0,
               "every run that learned lowered the loss (by 0.2% at least); timm's MLP-Mixer "
               "at AdamW lr x100 raised it by 37%", "the zoo at seed 1 (32 runs): no call "

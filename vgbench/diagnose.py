@@ -62,6 +62,11 @@ REPLACE_STEP = 1.0
 """exploding whatever the batch's loss does: a step at least this large next to the weight
 (Point.update_scaled) replaces the weight in one step; on the batch it was computed on it
 can still lower the loss, but training does not recover."""
+LOSS_RISE = 1.5
+"""exploding in a watched run (diagnose's loss_rise): a step below REPLACE_STEP is an
+explosion only if the mean loss over the steps after it is at least this many times the
+mean over the steps up to it; a large step after which the loss goes on falling is the
+optimizer's (SGD momentum on a head, AdamW's first step), not an explosion."""
 OVERSHOOT = 0.1
 """exploding at init (moments 'init' and 'inspect'): the step the optimizer would take raises
 the probe batch's loss by more than this share: it overshoots on the very batch it was
@@ -150,11 +155,13 @@ def gain_per_layer(grad_rms: list[float]) -> float:
 
 
 def diagnose(point: Point, theory: dict | None = None, moment: str = "",
-             epoch: int | None = None, diverged: str | None = None) -> Verdict:
+             epoch: int | None = None, diverged: str | None = None,
+             loss_rise: float | None = None) -> Verdict:
     """The verdict for one probe point (its weights the chain the signal passes, input
     first; its names are the sentence's). theory: the history's mean-field prediction (for
     the pre-activation scale against the fixed point), or None. diverged: why the run
-    diverged, if it did.
+    diverged, if it did. loss_rise: in a real run whose point is a step the optimizer took,
+    the mean loss over the steps after it over the mean up to it (None: not known).
     """
     rms, upd = point.grad_rms, point.update_ratio
     sat, dead, pre = point.saturated, point.dead, point.preact_rms
@@ -195,10 +202,13 @@ def diagnose(point: Point, theory: dict | None = None, moment: str = "",
     lowered = loss is not None and after is not None and after < loss  # NaN: it rose
     step = point.update_scaled or upd  # against at least the default init's scale
     big = max(sensitive, key=lambda i: step[i]) if sensitive else None
+    calm = loss_rise is not None and math.isfinite(loss_rise) and loss_rise < LOSS_RISE
     if big is not None and step[big] > EXPLODE_UPDATE and not (
-            adaptive and lowered and step[big] < REPLACE_STEP):
+            (adaptive and lowered or calm) and step[big] < REPLACE_STEP):
         rose = "" if loss is None or after is None else (
             f"; the step takes the batch's loss from {_g(loss)} to {_g(after)}")
+        if loss_rise is not None:
+            rose += f"; the loss after it is {_g(loss_rise)} times the loss before"
         return verdict("exploding", big + 1,
                        f"one step would move {weight(big)} by {_g(upd[big])} of its "
                        f"norm{rose}",

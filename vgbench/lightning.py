@@ -54,6 +54,11 @@ class GradientFlow(Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None:
             self.watch.step(loss)
+        self._log_new(trainer)
+
+    def _log_new(self, trainer) -> None:
+        """The timeline records judged since the last call, through the trainer's logger (a
+        step whose verdict waits for the losses after it is logged once judged)."""
         new = self.watch.timeline[self._logged:]
         self._logged = len(self.watch.timeline)
         if self.log and new and trainer.logger is not None:
@@ -71,6 +76,7 @@ class GradientFlow(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.watch is not None:
             self.watch.close(write=trainer.is_global_zero)
+            self._log_new(trainer)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         if self.watch is not None:

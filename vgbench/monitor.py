@@ -92,6 +92,8 @@ class Watch:
         """The sampled steps' measurements, as a history keeps probe points ('epoch' is
         the step)."""
         self.losses: list[tuple[int, float]] = []
+        self._queue: list[tuple[Point, float | None]] = []
+        """Sampled steps not judged yet (with their learning rate): see _judge."""
         self.notes: set[str] = set()
         self.layout: ModelLayout | None = None
         self._recording = self._found = None
@@ -156,8 +158,12 @@ class Watch:
         self._hooks = []
         self._disarm()
         self._close_recording()
+        ended = [r for r in self._flush(None) if r["verdict"] not in self.allow]
         if self.out is not None and write and self.rank == 0:
             self.write(self.out)
+        if write and self.on_verdict is not None and self.world == 1:
+            for record in ended:
+                self._tell(record)
 
     def step(self, loss=None) -> None:
         """After optimizer.step(): this step's loss, for the timeline (optional)."""
@@ -231,12 +237,14 @@ class Watch:
         self._before = self._grads = None
         point = self._point(step, layer)
         keep(self.points, point)
-        record = self._judge(point)
-        bad = record is not None and record["verdict"] not in self.allow
+        self._queue.append((point, self.opt.param_groups[0].get("lr")
+                            if self.opt.param_groups else None))
+        bad = [r for r in self._flush(step) if r["verdict"] not in self.allow]
         if self.world > 1 and self.on_verdict == "raise":
-            self._stop_together(record if bad else None)
+            self._stop_together(bad[0] if bad else None)
         elif bad and self.on_verdict is not None:
-            self._tell(record)
+            for record in bad:
+                self._tell(record)
 
     # --- the verdict ------------------------------------------------------------------------
     def _point(self, step: int, layer: dict) -> Point:
@@ -251,8 +259,43 @@ class Watch:
         return Point(layers=[n for n, _, _ in self.layout.entries], activations=acts,
                      epoch=step, **layer, **hidden, rectifier=rect)
 
-    def _judge(self, point: Point) -> dict | None:
-        """The point's verdict as a timeline record, kept (None: no weight to judge)."""
+    def _flush(self, now: int | None) -> list[dict]:
+        """Judge the sampled steps waiting in order, as far as their losses allow (now: the
+        step being taken; None: the run ended, judge with what there is); their records."""
+        out = []
+        while self._queue:
+            record = self._judge(*self._queue[0], now)
+            if record is False:
+                break
+            self._queue.pop(0)
+            if record is not None:
+                out.append(record)
+        return out
+
+    def _loss_at(self, step: int) -> float | None:
+        return next((v if k == step else None for k, v in reversed(self.losses) if k <= step),
+                    None)
+
+    def _loss_rise(self, step: int, now: int | None):
+        """Mean loss over the W = max(every, 2) steps after `step` over the mean of the W up
+        to it; None: the loop reports no losses; False: wait for the ones after it."""
+        w, last = max(self.every, 2), self.losses[-1][0] if self.losses else -1
+        if last < step:  # at `now == step` its loss is reported after this call
+            return False if now == step else None
+        if last < step + w - 1 and now is not None:
+            return False
+        before, after = [], []
+        for k, v in reversed(self.losses):
+            if k <= step - w:
+                break
+            (before if k <= step else after if k < step + w else []).append(v)
+        return (sum(after) / len(after)) / (sum(before) / len(before)) if after else None
+
+    def _judge(self, point: Point, lr: float | None, now: int | None) -> dict | None:
+        """The point's verdict as a timeline record, kept (None: no weight to judge;
+        False: it waits for the losses after it). A step large enough to be exploding but
+        smaller than REPLACE_STEP is judged by the loss after it (diagnose.LOSS_RISE) where
+        the loop reports losses: one sampling interval later."""
         chain = self.layout.chain()
         if not chain:
             self.notes.add("no weight (a matrix or filter the signal passes through) got a "
@@ -261,8 +304,19 @@ class Watch:
         seen = point.select(chain)
         seen.grad_rms = seen.grad_norm  # batch-mean norms: no per-example ones here
         finite = all(math.isfinite(g) for g in seen.grad_norm)
-        v = diagnose.diagnose(seen, None, "watch", point.epoch,
-                              None if finite else "non-finite gradients").to_dict()
+        why = None if finite else "non-finite gradients"
+        v = diagnose.diagnose(seen, None, "watch", point.epoch, why)
+        rise = None
+        if v.verdict == "exploding" and diagnose.diagnose(
+                seen, None, "watch", point.epoch, why, loss_rise=1.0).verdict != "exploding":
+            rise = self._loss_rise(point.epoch, now)
+            if rise is False:
+                return False
+            if rise is not None:
+                v = diagnose.diagnose(seen, None, "watch", point.epoch, why, loss_rise=rise)
+        v = v.to_dict()
+        if rise is not None:
+            v["evidence"]["loss_rise"] = rise
         by_act = v["verdict"] in diagnose.BY_ACTIVATION
         name = None
         if v["layer"]:
@@ -270,8 +324,7 @@ class Watch:
                     else seen.layer_name(v["layer"] - 1))
         record = {"step": point.epoch, "verdict": v["verdict"], "layer": v["layer"],
                   "layer_name": name, "why": v["why"], "evidence": v["evidence"],
-                  "loss": None, "lr": self.opt.param_groups[0].get("lr")
-                  if self.opt.param_groups else None}
+                  "loss": self._loss_at(point.epoch), "lr": lr}
         if not self.timeline or self.timeline[-1]["verdict"] != record["verdict"]:
             self.onsets.append({"step": record["step"], "verdict": record["verdict"]})
         self.timeline.append(record)
