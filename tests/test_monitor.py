@@ -73,6 +73,52 @@ def test_a_vanishing_run_fails_assert_healthy_naming_the_layer():
         w.assert_healthy()
 
 
+class ZeroBranches(nn.Module):
+    """Residual blocks whose last linear map starts at zero (ReZero / zero-init
+    residuals) on a pooled image: at step 0 no gradient reaches the maps before it, the
+    first weight included; it trains."""
+
+    def __init__(self, blocks=4, width=64):  # width: 8x8 pooled pixels
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp = nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten())  # no weights
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.ReLU(),
+                                                  nn.Linear(width, width))
+                                    for _ in range(blocks))
+        for b in self.blocks:
+            nn.init.zeros_(b[2].weight)
+        self.out = nn.Linear(width, 10)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for b in self.blocks:
+            h = h + b(h)
+        return self.out(h)
+
+
+def test_weights_behind_a_zero_branch_are_left_out_only_while_it_is_zero():
+    """Its usual recipe, AdamW: at step 0 the first maps get no gradient (vanishing, were
+    they read); by step 5 the zero maps have moved and are read as weights, and a first
+    map that still gets no gradient counts again (its gain 0)."""
+    model = ZeroBranches()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with vgbench.watch(model, opt, every=5) as w:
+        train(model, opt, batches(10), w)
+    assert [r["verdict"] for r in w.timeline] == ["healthy", "healthy"], w.timeline
+    gated = ", ".join(f"blocks.{k}.0.weight" for k in range(4))
+    assert w.notes == {f"no gradient behind the zero weights (they learn once those move), "
+                       f"not in the verdict: {gated}"}
+    names = [n for n, _, _ in w.layout.entries]
+    assert w.points["grad_norm"][0][names.index("blocks.0.0.weight")] == 0
+    assert w.timeline[1]["evidence"]["gain_per_layer"] > 0
+    model = ZeroBranches()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with vgbench.watch(model, opt, every=5) as w:
+        model.blocks[0][0].weight.register_hook(lambda g: g * (w.step_no < 5))
+        train(model, opt, batches(10), w)
+    assert w.timeline[1]["evidence"]["gain_per_layer"] == 0, w.timeline
+
+
 def tanh_xavier():
     model = mlp(nn.Tanh)
     for m in model:

@@ -240,11 +240,10 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
     if zero:
         notes.append(f"all zeros at init, so no update ratio, not in the verdict: "
                      f"{', '.join(zero)}")
-        gated = [i for i in chain if p["grad_norm"][i] == 0]
-        if gated and len(gated) < len(chain):  # behind a zero weight: they wait for it
+        gated = layout.gated(chain, p["grad_norm"], zero)
+        if gated:
             chain = [i for i in chain if i not in gated]
-            notes.append("no gradient at init behind the zero weights (they learn once those "
-                         f"move), not in the verdict: {', '.join(layout.entries[i][0] for i in gated)}")
+            notes.append(layout.gated_note(gated))
     layers = [{"name": n, "module": type(m).__name__, "shape": list(w.shape),
                "role": layout.roles[i], "grad_norm": p["grad_norm"][i],
                "grad_rms": _num(p["grad_rms"][i]), "update_ratio": _num(p["update_ratio"][i]),

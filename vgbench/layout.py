@@ -57,9 +57,23 @@ class ModelLayout:
     def activations(self):
         return [m for _, m in self.acts]
 
-    def chain(self) -> list[int]:
-        """Indices of the layers the verdict reads: the weights by role."""
-        return [i for i, role in enumerate(self.roles) if role == "weight"]
+    def chain(self, moved: tuple[int, ...] | list[int] = ()) -> list[int]:
+        """Indices of the layers the verdict reads: the weights by role, and those of the
+        zero ones (role 'zero') that are `moved` (no longer all zeros: in a training run)."""
+        return [i for i, role in enumerate(self.roles)
+                if role == "weight" or role == "zero" and i in moved]
+
+    def gated(self, chain: list[int], grad_norm: list[float], zero: list[int]) -> list[int]:
+        """The weights of chain that get no gradient while weights that are all zeros
+        (`zero`: a ReZero gate, a zero-initialised projection) still are: they learn once
+        those move, so the verdict leaves them out (none when that is every weight of
+        chain: then nothing flows at all). gated_note() says so."""
+        gated = [i for i in chain if grad_norm[i] == 0] if zero else []
+        return gated if len(gated) < len(chain) else []
+
+    def gated_note(self, gated: list[int]) -> str:
+        return ("no gradient behind the zero weights (they learn once those move), not in "
+                f"the verdict: {', '.join(self.entries[i][0] for i in gated)}")
 
     @classmethod
     @contextlib.contextmanager
@@ -153,3 +167,23 @@ def _role(module: nn.Module, p: torch.Tensor, watch: ForwardCalls) -> str:
     if not matrix:
         return "vector"
     return "weight" if bool(p.detach().any()) else "zero"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module a wrapper trains: DistributedDataParallel's and DataParallel's .module,
+    torch.compile's original module (its layers, names and gradients are the user's)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's
+            model = model._orig_mod
+        else:
+            return model
+
+
+def compiled(model: nn.Module) -> bool:
+    """Whether torch.compile compiled the model: torch.compile(model)'s wrapper, or
+    model.compile() on it or on a module inside."""
+    return isinstance(getattr(model, "_orig_mod", None), nn.Module) or any(
+        getattr(m, "_compiled_call_impl", None) is not None
+        for m in unwrap(model).modules())

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vgbench import diagnose, files, float64, machine, watch_report
+from vgbench import diagnose, files, float64, layout, machine, watch_report
 from vgbench.diagnostics import ACTIVATION_STATS, ACTIVATIONS, activation_stats, slope_profile
 from vgbench.history import History
 from vgbench.layout import ModelLayout
@@ -68,10 +68,10 @@ class Watch:
         if on_verdict not in (None, "warn", "raise") and not callable(on_verdict):
             raise WatchError("on_verdict= must be a function, 'warn', 'raise' or None, got "
                              f"{on_verdict!r}")
-        self.wrapper = type(model).__name__ if unwrap(model) is not model else None
+        self.wrapper = type(model).__name__ if layout.unwrap(model) is not model else None
         """The wrapper watch looked through (DistributedDataParallel, a torch.compile'd
         module), or None."""
-        self.model, self.opt, self.every = unwrap(model), optimizer, every
+        self.model, self.opt, self.every = layout.unwrap(model), optimizer, every
         self.rank, self.world = _rank()
         """Under torch.distributed: rank 0 measures, judges and writes; the other ranks
         stay quiet (they count steps, and with on_verdict='raise' stop with rank 0)."""
@@ -92,19 +92,21 @@ class Watch:
         """The sampled steps' measurements, as a history keeps probe points ('epoch' is
         the step)."""
         self.losses: list[tuple[int, float]] = []
-        self._queue: list[tuple[Point, float | None]] = []
-        """Sampled steps not judged yet (with their learning rate): see _judge."""
+        self._queue: list[tuple[Point, float | None, list[int]]] = []
+        """Sampled steps not judged yet, with their learning rate and the weights that were
+        still all zeros (layout.gated): see _judge."""
         self.notes: set[str] = set()
         self.layout: ModelLayout | None = None
         self._recording = self._found = None
         self._hooks: list = []
         self._forward_hooks: list = []
         self._stance = None
-        self.compiled = _compiled(model)
+        self.compiled = layout.compiled(model)
         """torch.compile'd (the module or a wrapper): sampled steps run eagerly."""
         self._stats: list = []
         self._shapes: dict[nn.Module, tuple[float, bool]] = {}
         self._before: list[torch.Tensor] | None = None
+        self._before_zero: list[bool] = []
         self._grads: dict | None = None
         self._open = False
 
@@ -207,6 +209,8 @@ class Watch:
         weights = [p for _, _, p in self.layout.entries]
         with torch.no_grad():
             self._before = [w.detach().clone() for w in weights]
+            self._before_zero = [r == "zero" and not bool(b.any())
+                                 for r, b in zip(self.layout.roles, self._before)]
             grads = [w.grad for w in weights]
             norms = [float64.norm64(w) for w in weights]
             nan = [None] * len(weights)
@@ -237,8 +241,9 @@ class Watch:
         self._before = self._grads = None
         point = self._point(step, layer)
         keep(self.points, point)
+        zero = [i for i, b in enumerate(self._before_zero) if b]
         self._queue.append((point, self.opt.param_groups[0].get("lr")
-                            if self.opt.param_groups else None))
+                            if self.opt.param_groups else None, zero))
         bad = [r for r in self._flush(step) if r["verdict"] not in self.allow]
         if self.world > 1 and self.on_verdict == "raise":
             self._stop_together(bad[0] if bad else None)
@@ -291,12 +296,18 @@ class Watch:
             (before if k <= step else after if k < step + w else []).append(v)
         return (sum(after) / len(after)) / (sum(before) / len(before)) if after else None
 
-    def _judge(self, point: Point, lr: float | None, now: int | None) -> dict | None:
+    def _judge(self, point: Point, lr: float | None, zero: list[int],
+               now: int | None) -> dict | None:
         """The point's verdict as a timeline record, kept (None: no weight to judge;
         False: it waits for the losses after it). A step large enough to be exploding but
         smaller than REPLACE_STEP is judged by the loss after it (diagnose.LOSS_RISE) where
         the loop reports losses: one sampling interval later."""
-        chain = self.layout.chain()
+        roles = self.layout.roles
+        chain = self.layout.chain([i for i, r in enumerate(roles) if r == "zero" and i not in zero])
+        gated = self.layout.gated(chain, point.grad_norm, zero)
+        if gated:
+            chain = [i for i in chain if i not in gated]
+            self.notes.add(self.layout.gated_note(gated))
         if not chain:
             self.notes.add("no weight (a matrix or filter the signal passes through) got a "
                            "gradient: no verdict")
@@ -405,26 +416,6 @@ class Watch:
         out.mkdir(parents=True, exist_ok=True)
         self.history().to_json(out / "history.json")
         return watch_report.write(out)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module a wrapper trains: DistributedDataParallel's and DataParallel's .module,
-    torch.compile's original module (its layers, names and gradients are the user's)."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's
-            model = model._orig_mod
-        else:
-            return model
-
-
-def _compiled(model: nn.Module) -> bool:
-    """Whether torch.compile compiled the model: torch.compile(model)'s wrapper, or
-    model.compile() on it or on a module inside."""
-    return isinstance(getattr(model, "_orig_mod", None), nn.Module) or any(
-        getattr(m, "_compiled_call_impl", None) is not None
-        for m in unwrap(model).modules())
 
 
 def _rank() -> tuple[int, int]:
