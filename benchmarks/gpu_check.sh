@@ -13,19 +13,23 @@
 #   unit.log            pytest tests -n 8 -rfEs: every unit test, the GPU ones included
 #   baseline.log        speed.py --remedy baseline --device cuda --epochs 10: the baseline's
 #                       epoch with the CUDA graph and eagerly, side by side, and its floor
-#   suite.log           pytest benchmarks -n 4 --vg-device cuda --vg-seeds 5: the course
-#                       suite as users run it (seeds one by one, CUDA graphs), full budget;
-#                       its vg-out in suite/
-#   suite-batched.log   the same with --vg-batch-seeds on, at --vg-epochs 10 (enough for the
+#   group.log           speed.py --group 5 --device cuda --epochs 3: each group of the course
+#                       suite at 5 seeds (a remedy's seeds and the remedies that differ only in
+#                       init or learning rate, one CUDA graph per group) against its members
+#                       one by one, ms per epoch side by side
+#   suite-batched.log   pytest benchmarks -n 4 --vg-device cuda --vg-seeds 5 --vg-batch-seeds
+#                       on: the course suite in groups, full budget (the wall time the README
+#                       quotes, target <= 60 s); its vg-out in suite-batched/
+#   suite.log           the same one by one (CUDA graphs), at --vg-epochs 10 (enough for the
 #                       epoch times; its checks, meant for the full budget, fail); its vg-out
-#                       in suite-batched/
+#                       in suite/
 #   speed.log           speed.py --all --device cuda: every remedy's epoch against its GEMM
 #                       floor, graph and eager side by side
 #   times.tsv           step, exit status (124: hit its cap), wall seconds, cap seconds
 #   summary.txt         what the README's speed section quotes, pulled from the above: each
 #                       suite's median epoch per remedy, its self-checks, the unit failures
-# Caps (seconds) can be changed through the environment: GC_UNIT, GC_BASELINE, GC_SUITE,
-# GC_BATCHED, GC_SPEED. A step stopped at its cap is interrupted (SIGINT), so pytest still
+# Caps (seconds) can be changed through the environment: GC_UNIT, GC_BASELINE, GC_GROUP,
+# GC_BATCHED, GC_SUITE, GC_SPEED. A step stopped at its cap is interrupted (SIGINT), so pytest still
 # prints its failures and summary.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -71,12 +75,14 @@ step() {  # step NAME CAP_SECONDS LOG COMMAND...
 step unit "${GC_UNIT:-110}" "$out/unit.log" "$py" -m pytest tests -n 8 -rfEs -p no:cacheprovider
 step baseline "${GC_BASELINE:-40}" "$out/baseline.log" \
   "$py" benchmarks/speed.py --remedy baseline --device cuda --epochs 10
-step suite "${GC_SUITE:-270}" "$out/suite.log" \
-  "$py" -m pytest benchmarks -n 4 --vg-device cuda --vg-seeds 5 -p no:cacheprovider \
-  --vg-out "$out/suite"
-step suite-batched "${GC_BATCHED:-60}" "$out/suite-batched.log" \
+step group "${GC_GROUP:-60}" "$out/group.log" \
+  "$py" benchmarks/speed.py --group 5 --device cuda --epochs 3
+step suite-batched "${GC_BATCHED:-150}" "$out/suite-batched.log" \
   "$py" -m pytest benchmarks -n 4 --vg-device cuda --vg-seeds 5 --vg-batch-seeds on \
-  --vg-epochs 10 -p no:cacheprovider --vg-out "$out/suite-batched"
+  -p no:cacheprovider --vg-out "$out/suite-batched"
+step suite "${GC_SUITE:-100}" "$out/suite.log" \
+  "$py" -m pytest benchmarks -n 4 --vg-device cuda --vg-seeds 5 --vg-epochs 10 \
+  -p no:cacheprovider --vg-out "$out/suite"
 step speed "${GC_SPEED:-90}" "$out/speed.log" "$py" benchmarks/speed.py --all --device cuda
 
 "$py" benchmarks/gpu_summary.py "$out" >"$out/summary.txt" 2>&1

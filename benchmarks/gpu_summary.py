@@ -49,7 +49,11 @@ def main(out: Path) -> None:
     print("\n## baseline epoch, graph vs eager")
     print(*lines(out / "baseline.log", lambda l: l.startswith(("remedy ", "baseline "))),
           sep="\n")
-    for suite in ("suite", "suite-batched"):
+    print("\n## groups vs one by one")
+    text = (out / "group.log").read_text() if (out / "group.log").is_file() else ""
+    at = text.find("\ngroup ")
+    print(text[at + 1:].rstrip() if at >= 0 else "(no table)")
+    for suite in ("suite-batched", "suite"):
         print(f"\n## {suite}")
         print(*lines(out / f"{suite}.log", lambda l: l.startswith(("budget ", "vgbench: error"))
                      or (l.startswith("=") and (" passed" in l or " failed" in l))), sep="\n")

@@ -16,6 +16,10 @@ For each remedy, in one process and interleaved (floor, remedy, floor, remedy, .
     measured side by side;
 (e) on CUDA, the same epoch without the CUDA graph (eager steps), side by side: what the
     graph saves (--no-eager leaves it out).
+(f) with --group K, the session's groups at K seeds (vgbench.batched: the seeds of a remedy
+    and the remedies that differ only in init or learning rate, as `--vg-batch-seeds on`
+    forms them), each group's epoch against its members' epochs one by one, interleaved
+    (group, then each member alone, per epoch): ms per epoch per member, group vs alone.
 Prints ms per epoch (medians) and the multiple of the floor; --ops N lists each remedy's N
 costliest non-GEMM ops (where the time beyond the floor goes). With --course, also the course
 project's own loop (torchvision DataLoader, a `.item()` per batch) for the baseline.
@@ -23,6 +27,7 @@ project's own loop (torchvision DataLoader, a `.item()` per batch) for the basel
     python benchmarks/speed.py --all [--before] [--epochs 3] [--device auto] [--threads 1]
     python benchmarks/speed.py --all --device cuda     # graph and eager side by side
     python benchmarks/speed.py --remedy baseline --remedy custom_norm --ops 8
+    python benchmarks/speed.py --group 5 --device cuda   # the course suite's groups
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 from torch.utils.data import DataLoader, random_split
 
-from vgbench import data, machine, model, registry, train
+from vgbench import batched, data, machine, model, registry, train
 from vgbench.config import option_type
 from vgbench.model import IN_DIM, N_CLASS, build
 
@@ -271,6 +276,59 @@ def remedy_vs_floor(name: str, splits, epochs: int, before: bool = False,
     return t
 
 
+def groups(names: list[str], seeds: list[int], epochs: int, ds) -> list[list]:
+    """The groups `--vg-batch-seeds on` forms over these remedies and seeds (two members at
+    least), as lists of batched.Member at epochs + 1 epochs (one warm-up)."""
+    by_key: dict[str, list] = {}
+    for name in names:
+        remedy = registry.get(name)
+        for seed in seeds:
+            cfg = replace(remedy.config, epochs=epochs + 1, seed=seed)
+            key = batched.group_key(cfg, remedy.parts)
+            if key is not None:
+                splits = data.split(ds, seed, cfg.val_fraction, cfg.limit)
+                by_key.setdefault(key, []).append(batched.Member(cfg, splits, name,
+                                                                 remedy.parts))
+    return [g for g in by_key.values() if len(g) > 1]
+
+
+def group_vs_alone(members: list) -> tuple[float, list[float], str | None]:
+    """Median ms per epoch of the group (every member at once) and of each member trained
+    alone, interleaved; the first epoch of each is a warm-up. Also the group's graph status."""
+    group = batched.BatchedRun(members)
+    alone = [train.Run(m.cfg, m.splits, m.name, m.parts) for m in members]
+    together, one_by_one = [], [[] for _ in members]
+    while not group.done:
+        group.step()
+        together.append(group.runs[0].history.epoch_time[-1])
+        for run, times in zip(alone, one_by_one):
+            run.step()
+            times.append(run.history.epoch_time[-1])
+    status = group.graphs.status if group.graphs is not None else None
+    return (statistics.median(together[1:]) * 1e3,
+            [statistics.median(t[1:]) * 1e3 for t in one_by_one], status)
+
+
+def print_groups(names: list[str], n_seeds: int, epochs: int, ds) -> None:
+    seeds = [42 + i for i in range(n_seeds)]
+    rows, total_group, total_alone = [], 0.0, 0.0
+    for members in groups(names, seeds, epochs, ds):
+        g, alone, status = group_vs_alone(members)
+        total_group, total_alone = total_group + g, total_alone + sum(alone)
+        who = sorted({m.name for m in members}, key=names.index)
+        rows.append([", ".join(who), len(members), f"{g:.1f}", f"{g / len(members):.1f}",
+                     f"{statistics.mean(alone):.1f}", f"{sum(alone):.1f}",
+                     f"{sum(alone) / g:.2f}", status or "-"])
+        print(f"  {rows[-1][0]}: group {g:.0f} ms/epoch, alone {sum(alone):.0f} ms in all",
+              flush=True)
+    print(tabulate(rows, headers=["group", "members", "group ms/epoch", "per member",
+                                  "alone ms/epoch (mean)", "alone, all members",
+                                  "speed-up", "graph"], disable_numparse=True))
+    if total_group:
+        print(f"all groups: {total_group:.0f} ms per epoch of every member together, "
+              f"{total_alone:.0f} ms one by one ({total_alone / total_group:.2f}x)")
+
+
 def _torchvision_root(tmp: Path) -> Path:
     # torchvision wants the uncompressed files under ROOT/FashionMNIST/raw
     raw = tmp / "FashionMNIST" / "raw"
@@ -339,9 +397,19 @@ def main() -> None:
                    help="list each remedy's N costliest non-GEMM ops (CPU)")
     p.add_argument("--course", action="store_true",
                    help="also time the course project's own loop (baseline)")
+    p.add_argument("--group", type=option_type(lo=1), default=None, metavar="K",
+                   help="instead: the groups of the course suite's remedies (or --remedy's, "
+                        "--all's) at K seeds, group vs one by one")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = machine.resolve_device(args.device)
+    if args.group is not None:
+        names = (registry.names() if args.all else args.remedy
+                 or registry.names(("course",)))
+        print_groups(names, args.group, args.epochs, data.load_cached(device=device))
+        print(f"device {device}, torch {torch.__version__}, threads "
+              f"{torch.get_num_threads()}, median of {args.epochs} epochs after a warm-up")
+        return
     names = registry.names() if args.all else args.remedy or ["baseline"]
     splits = data.split(data.load_cached(device=device), 42)
     rows, timings = [], {}

@@ -20,13 +20,13 @@ def splits(real_data):
                                   "gradnorm", "skip", "layernorm", "selu"])
 def test_batched_seeds_equal_separate_runs(splits, name):
     cfg = replace(registry.get(name).config, epochs=2)
-    together = batched.BatchedRun(cfg, splits, name)
+    together = batched.BatchedRun.of_seeds(cfg, splits, name)
     while not together.done:
         together.step()
     hs = together.finish()
     for seed, h in zip(SEEDS, hs):
         alone = train.train(replace(cfg, seed=seed), splits[seed], name)
-        assert h.batched_with == list(SEEDS) and alone.batched_with is None
+        assert h.batched_with == [f"{name}:{s}" for s in SEEDS] and alone.batched_with is None
         for key in ("train_loss", "val_loss", "val_acc", "train_acc"):
             torch.testing.assert_close(torch.tensor(getattr(h, key)),
                                        torch.tensor(getattr(alone, key)), rtol=1e-4, atol=1e-5)
@@ -44,18 +44,18 @@ def test_per_model_clipping_equals_clip_grad_norm(splits):
     batched or not. Their one batched-specific piece, clipping each model's own global
     gradient norm, is checked here against torch's clip_grad_norm_ per model."""
     cfg = replace(registry.get("clip_std10").config, epochs=1)
-    run = batched.BatchedRun(cfg, splits, "clip_std10")
+    run = batched.BatchedRun.of_seeds(cfg, splits, "clip_std10")
     torch.manual_seed(0)
-    for p in run.params.values():
+    for p in run.params:
         p.grad = torch.randn_like(p) * torch.tensor([0.1, 1.0, 10.0]).view(-1, *[1] * (p.dim() - 1))
     expected = []
     for i in range(len(SEEDS)):
-        grads = [p.grad[i].clone() for p in run.params.values()]
+        grads = [p.grad[i].clone() for p in run.params]
         torch.nn.utils.clip_grad_norm_(grads_as_params(grads), cfg.clip_norm)
         expected.append(grads)
     run._clip()
     for i in range(len(SEEDS)):
-        for p, g in zip(run.params.values(), expected[i]):
+        for p, g in zip(run.params, expected[i]):
             torch.testing.assert_close(p.grad[i], g, rtol=1e-5, atol=1e-7)
 
 
@@ -73,4 +73,4 @@ def test_what_cannot_be_batched_says_why():
     assert "layerwise" in batched.unsupported(registry.get("layerwise").config)
     assert batched.unsupported(registry.get("relu").config) is None
     with pytest.raises(ValueError, match="layerwise"):
-        batched.BatchedRun(registry.get("layerwise").config, {}, "layerwise")
+        batched.BatchedRun.of_seeds(registry.get("layerwise").config, {}, "layerwise")

@@ -243,4 +243,4 @@ def test_batched_seeds_each_get_their_epoch_times(suite):
     # the batch's one epoch: timed around step() for the first, inside it for the second
     assert stats[1]["min"] == pytest.approx(stats[0]["min"], rel=0.2)
     seed43 = json.loads((suite.path / "out" / "baseline-seed43" / "history.json").read_text())
-    assert seed43["batched_with"] == [42, 43]
+    assert seed43["batched_with"] == ["baseline:42", "baseline:43"]

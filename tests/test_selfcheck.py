@@ -131,9 +131,9 @@ def test_batched_seeds_pass_their_check(seed_splits, name):
     passes (worst over every batchable remedy and seeds 42-45: 0.76 of the tolerance,
     clip_std10). It leaves no trace in the run."""
     cfg = replace(registry.get(name).config, epochs=1)
-    run = batched.BatchedRun(cfg, seed_splits, name)
+    run = batched.BatchedRun.of_seeds(cfg, seed_splits, name)
     assert run.check.ok, run.check.reason()
-    again = batched.BatchedRun(cfg, seed_splits, name)  # checked earlier: no steps run
+    again = batched.BatchedRun.of_seeds(cfg, seed_splits, name)  # checked: no steps run
     assert not again.check.here
     run.step(), again.step()
     hs, unchecked = run.finish(), again.finish()
@@ -145,18 +145,18 @@ def test_batched_seeds_pass_their_check(seed_splits, name):
 class MixedSeeds(batched.BatchedRun):
     """A broken batched step: each model trains on the next seed's batch."""
 
-    def _gather(self, perms, lo, hi):
-        x, y = super()._gather(perms, lo, hi)
+    def _gather(self, idx):
+        x, y = super()._gather(idx)
         return x.roll(1, 0), y.roll(1, 0)
 
 
 def test_mixed_up_seeds_are_caught(seed_splits):
     cfg = replace(registry.get("relu").config, epochs=1)
     with pytest.raises(selfcheck.Mismatch, match="batched seeds differs from eager") as exc:
-        MixedSeeds(cfg, seed_splits, "relu")
+        MixedSeeds.of_seeds(cfg, seed_splits, "relu")
     assert exc.value.result.diff > 100 * selfcheck.FLOOR
     with pytest.raises(selfcheck.Mismatch):  # and the session trains one by one after
-        batched.BatchedRun(cfg, seed_splits, "relu")
+        batched.BatchedRun.of_seeds(cfg, seed_splits, "relu")
 
 
 def test_the_harness_falls_back_to_one_by_one_and_warns(real_data, tmp_path, monkeypatch):

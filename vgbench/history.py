@@ -46,9 +46,9 @@ class History:
     """The remedy's own code (see model.Parts), as 'module.qualname' labels."""
     cuda_graph: str | None = None
     """On CUDA: 'captured' (full batches replayed a CUDA graph) or 'eager (...why)'."""
-    batched_with: list[int] | None = None
-    """Seeds trained together with this one as one batched model (vgbench.batched); their
-    epoch_time is the whole batch's."""
+    batched_with: list[str] | None = None
+    """The runs trained together with this one as one group (vgbench.batched), each as
+    'remedy:seed', this one included; their epoch_time is the whole group's."""
     init_profile: dict | None = None
     """At init, in float64 on the probe batch: per-Linear grad_norm (batch mean) and
     grad_rms (per example); see diagnostics.init_profile."""

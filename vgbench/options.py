@@ -73,9 +73,10 @@ OPTIONS = (
            "torch threads per process (default: each host's cores // its xdist workers)",
            dict(type=option_type(int, lo=1), default=None, metavar="N")),
     Option("--vg-batch-seeds",
-           "on: train a remedy's seeds as one batched model (layerwise and user optimizers "
-           "never batch); auto (default) and off: one by one, which with CUDA graphs was "
-           "faster on an H200",
+           "on: train runs of one network shape as one group (a remedy's seeds, and "
+           "remedies that differ only in init or learning rate; layerwise and user "
+           "optimizers never group), its step in one CUDA graph on a GPU; auto (default) "
+           "and off: one by one (no GPU measurement has shown the group faster yet)",
            dict(default="auto", choices=["auto", "on", "off"])),
     Option("--vg-progress",
            "the live progress line on the controller: auto (default: on a terminal, not "

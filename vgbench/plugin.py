@@ -161,11 +161,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
         return 0 if case is None else -session.case_cost(settings, case)
 
     items.sort(key=cost)  # stable: registry order among equals, other tests untouched
-    for item in items:  # a batch of seeds runs in one process (see pytest_xdist_make_scheduler)
+    for item in items:  # a group runs in one process (see pytest_xdist_make_scheduler)
         case = _case(item)
-        if case is not None and settings.batched(registry.get(case.remedy), settings.config(
-                registry.get(case.remedy), case.seed, case.depth)):
-            item.add_marker(pytest.mark.xdist_group(case.key))
+        if case is not None and settings.batched(case):
+            item.add_marker(pytest.mark.xdist_group(f"group-{settings.group(case)[0].id}"))
     controller = config.pluginmanager.get_plugin("vgbench-controller")
     if controller is not None:  # no xdist: this process collected the cases itself
         controller.expect(item.nodeid for item in items if _case(item) is not None)
@@ -176,12 +175,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """With seeds trained batched, all of a remedy's seeds go to one worker (xdist's
+    """With runs trained in groups, all of a group's cases go to one worker (xdist's
     loadgroup scheduling, over the groups marked above). Else, for xdist's default 'load'
     mode, longest case first to whichever worker is free (_LongestFirst)."""
     settings = config.stash[SETTINGS]
-    if settings.n_seeds > 1 and any(settings.batched(registry.get(n), registry.get(n).config)
-                                    for n in settings.names):
+    if any(settings.batched(case) for case in settings.cases):
         from xdist.scheduler import LoadGroupScheduling
 
         return LoadGroupScheduling(config, log)

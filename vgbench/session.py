@@ -9,6 +9,7 @@ case's files into its own output folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, replace
@@ -76,9 +77,10 @@ class Settings:
     depths: tuple[int, ...] = ()
     """Depths to sweep (empty: each remedy at its own; the sweep budget: SWEEP_DEPTHS)."""
     batch_seeds: str = "auto"
-    """'on': train a remedy's seeds as one batched model (vgbench.batched) where it can;
-    'off' or 'auto': one by one, which with CUDA graphs was the faster on a GPU
-    (docs/speed.md) and on the CPU stays bit-identical to the reference."""
+    """'on': train runs of one network shape as one group (vgbench.batched; see group())
+    where it can; 'off' or 'auto': one by one, which on the CPU stays bit-identical to the
+    reference, and on a GPU was the faster of one by one and the eager (uncaptured) group;
+    the captured group has not been timed on a GPU yet (docs/speed.md)."""
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
@@ -133,23 +135,25 @@ class Settings:
         depths = self.sweep_depths or (None,)
         return [Case(n, s, d) for n in self.names for d in depths for s in self.seeds]
 
-    def batched(self, remedy: Remedy, cfg) -> bool:
-        """Whether this remedy's seeds train as one batched model this session."""
-        return (self._batchable(remedy, cfg)
-                and selfcheck.failed(selfcheck.BATCHED) is None)
+    def group(self, case: Case) -> tuple[Case, ...] | None:
+        """The session's cases that train as one group with this one (vgbench.batched:
+        the seeds of its remedy, and remedies that differ from it only in init or learning
+        rate, at its depth; itself included, session order), or None: it trains alone
+        (--vg-batch-seeds is not 'on', its remedy cannot be grouped, nothing shares its
+        group). The group is named by its first case: 'group-' + its id."""
+        snapshot = tuple((n, registry.get(n).config, repr(registry.get(n).parts.labels()))
+                         for n in self.names)  # user remedies come and go (pytester)
+        return _groups(self, snapshot).get(case)
 
-    def _batchable(self, remedy: Remedy, cfg) -> bool:
-        if self.n_seeds < 2 or self.batch_seeds != "on":
-            return False
-        from vgbench import batched
+    def batched(self, case: Case) -> bool:
+        """Whether this case trains in a group this session."""
+        return self.group(case) is not None and selfcheck.failed(selfcheck.BATCHED) is None
 
-        return batched.unsupported(cfg, remedy.parts) is None
-
-    def batch_fallback(self, remedy: Remedy, cfg):
-        """The failed batched self-check (selfcheck.Result) that made this remedy's seeds,
-        which would have trained batched, train one by one; None if none did."""
+    def batch_fallback(self, case: Case):
+        """The failed batched self-check (selfcheck.Result) that made this case, which
+        would have trained in a group, train alone; None if none did."""
         failed = selfcheck.failed(selfcheck.BATCHED)
-        if failed is None or not self._batchable(remedy, cfg):
+        if failed is None or self.group(case) is None:
             return None
         return failed.elsewhere()
 
@@ -162,6 +166,23 @@ class Settings:
         if depth is not None:
             changes["n_layer"] = depth
         return replace(remedy.config, **changes)
+
+
+@functools.lru_cache(maxsize=16)
+def _groups(settings: Settings, snapshot: tuple) -> dict[Case, tuple[Case, ...]]:
+    """Settings.group for every case of the session that trains in a group (snapshot: the
+    registry's remedies as they are now)."""
+    if settings.batch_seeds != "on":
+        return {}
+    from vgbench import batched
+
+    by_key: dict[tuple, list[Case]] = {}
+    for case in settings.cases:
+        remedy = registry.get(case.remedy)
+        key = batched.group_key(settings.config(remedy, case.seed, case.depth), remedy.parts)
+        if key is not None:
+            by_key.setdefault((key, case.depth), []).append(case)
+    return {c: tuple(cases) for cases in by_key.values() if len(cases) > 1 for c in cases}
 
 
 def case_cost(settings: Settings, case: Case) -> float:
@@ -202,14 +223,14 @@ def run_case(case: Case, settings: Settings, epoch_driver=None) -> dict:
     device = machine.resolve_device(settings.device)
     ds = data.load_cached(settings.data_dir, device=device)
     splits = data.split(ds, case.seed, cfg.val_fraction, cfg.limit)
-    h = (_batched_history(case, settings, remedy, ds, epoch_driver)
-         if settings.batched(remedy, cfg) else None)
+    h = (_batched_history(case, settings, ds, epoch_driver)
+         if settings.batched(case) else None)
     if h is None:
         run = train.Run(cfg, splits, case.key, remedy.parts)
         _drive(run, epoch_driver, case)
         h = run.finish()
-        failed = _FALLBACK.pop(case.id, None) or settings.batch_fallback(remedy, cfg)
-        if failed is not None:  # the seeds would have trained batched: say why they did not
+        failed = _FALLBACK.pop(case.id, None) or settings.batch_fallback(case)
+        if failed is not None:  # it would have trained in a group: say why it did not
             h.self_checks.append(failed.to_dict())
     base = (baseline_ratio_init(splits, case.seed, cfg.probe_size, cfg.n_layer)
             if cfg.diagnostics else None)
@@ -246,33 +267,37 @@ def _drive(run, epoch_driver, case: Case) -> None:
                            f"{run.cfg.total_epochs} epochs")
 
 
-_BATCHES: dict[tuple, dict[int, History]] = {}
-"""Histories of seeds trained in a batch, waiting for their own case (in this process)."""
+_BATCHES: dict[tuple, dict[Case, History]] = {}
+"""Histories of cases trained in a group, waiting for their own case (in this process)."""
 _FALLBACK: dict[str, "selfcheck.Result"] = {}
-"""Cases whose batch failed its self-check in this very case (the others learn it from
+"""Cases whose group failed its self-check in this very case (the others learn it from
 selfcheck.failed)."""
 
 
-def _batched_history(case: Case, settings: Settings, remedy, ds, epoch_driver):
-    """This seed's history from a batch of all the session's seeds: the first case of a
-    (remedy, depth) trains them all (timed by its driver), the others take their result."""
-    key = (case.remedy, case.depth, settings.budget, settings.epochs, settings.limit)
-    if key not in _BATCHES:
+def _batched_history(case: Case, settings: Settings, ds, epoch_driver):
+    """This case's history from its group (Settings.group): the group's first case to run
+    trains them all (timed by its driver), the others take their result."""
+    group = settings.group(case)
+    if group not in _BATCHES:
         from vgbench import batched
 
-        cfg = settings.config(remedy, case.seed, case.depth)
-        splits = {s: data.split(ds, s, cfg.val_fraction, cfg.limit) for s in settings.seeds}
+        members = []
+        for c in group:
+            remedy = registry.get(c.remedy)
+            cfg = settings.config(remedy, c.seed, c.depth)
+            members.append(batched.Member(cfg, data.split(ds, c.seed, cfg.val_fraction,
+                                                          cfg.limit), c.key, remedy.parts))
         try:
-            run = batched.BatchedRun(cfg, splits, case.key, remedy.parts)
+            run = batched.BatchedRun(members)
         except selfcheck.Mismatch as exc:  # one by one from now on (settings.batch_fallback)
             _FALLBACK[case.id] = exc.result
             return None
         _drive(run, epoch_driver, case)
-        _BATCHES[key] = dict(zip(settings.seeds, run.finish()))
-    histories = _BATCHES[key]
-    h = histories.pop(case.seed)
+        _BATCHES[group] = dict(zip(group, run.finish()))
+    histories = _BATCHES[group]
+    h = histories.pop(case)
     if not histories:
-        del _BATCHES[key]
+        del _BATCHES[group]
     return h
 
 

@@ -108,11 +108,11 @@ def summarize(records: list[dict]) -> list[dict]:
 
 
 def epoch_seconds(records: list[dict]) -> float:
-    """Every epoch time of these records summed; seeds trained as one batch counted once."""
+    """Every epoch time of these records summed; runs trained as one group counted once."""
     seen, total = set(), 0.0
     for r in records:
         h_batch = r.get("batched_with")
-        key = (r["key"], tuple(h_batch)) if h_batch else (r["key"], r["seed"])
+        key = tuple(h_batch) if h_batch else (r["key"], r["seed"])
         if key not in seen:
             seen.add(key)
             total += sum(r["epoch_time"])

@@ -50,13 +50,15 @@ class StepGraph:
 
     WARMUP = 3
 
-    def __init__(self, run: "Run", previous: str | None = None):
-        self.run, self.replay, self.seen = run, None, 0
+    def __init__(self, run: "Run", previous: str | None = None, what: str = selfcheck.GRAPH):
+        self.run, self.replay, self.seen, self.what = run, None, 0, what
+        """run: a Run, or a batched.BatchedRun (what: selfcheck.GROUP_GRAPH), whose step
+        takes each member's batch, idx (K, batch)."""
         self.status = previous if previous and previous.startswith("eager") else "warming up"
-        failed = selfcheck.failed(selfcheck.GRAPH)
+        failed = selfcheck.failed(what)
         if failed is not None and not self.status.startswith("eager"):
             self.status = f"eager (self-check failed earlier in this session: {failed.reason()})"
-            self._book(failed.elsewhere())
+            self.run.book_check(failed.elsewhere())
         self.idx = None
         self.stream = torch.cuda.Stream(run.device) if run.device.type == "cuda" else None
 
@@ -110,22 +112,17 @@ class StepGraph:
     def _verified(self, replay, idx: torch.Tensor) -> bool:
         """The replay trains as eager steps do (checked once per session and step kind)."""
         run = self.run
-        key = selfcheck.step_key(selfcheck.GRAPH, run.net, run.opt, run.cfg)
+        key = selfcheck.step_key(self.what, run.net, run.opt, run.cfg)
         result = selfcheck.earlier(key)
         if result is None:
-            n = len(run.s.train_y)
-            batches = [(idx + j * len(idx)) % n for j in range(selfcheck.STEPS)]
+            n, bs = run.n_train, idx.shape[-1]
+            batches = [(idx + j * bs) % n for j in range(selfcheck.STEPS)]
             result = selfcheck.remember(key, selfcheck.check_graph(run, replay, self.idx,
-                                                                   batches))
-        self._book(result)
+                                                                   batches, self.what))
+        run.book_check(result)
         if not result.ok:
             self.status = f"eager (self-check failed: {result.reason()})"
         return result.ok
-
-    def _book(self, result: "selfcheck.Result") -> None:
-        entry, booked = result.to_dict(), self.run.history.self_checks
-        if entry not in booked:  # layerwise: one StepGraph per stage
-            booked.append(entry)
 
 
 class Run:
@@ -187,6 +184,17 @@ class Run:
         self.opt = M.make_optimizer(self.params, cfg, self.parts, capturable=use_graph)
         if use_graph:  # a new net and optimizer: a new graph (each layerwise stage too)
             self.graphs = StepGraph(self, self.graphs.status if self.graphs else None)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.s.train_y)
+
+    def book_check(self, result: "selfcheck.Result") -> None:
+        """A self-check's result into the history (once: layerwise has a StepGraph per
+        stage)."""
+        entry, booked = result.to_dict(), self.history.self_checks
+        if entry not in booked:
+            booked.append(entry)
 
     def updater(self) -> Updater:
         """The current stage's optimizer, for the probe's would-be step (update_ratio)."""
