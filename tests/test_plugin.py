@@ -244,3 +244,22 @@ def test_batched_seeds_each_get_their_epoch_times(suite):
     assert stats[1]["min"] == pytest.approx(stats[0]["min"], rel=0.2)
     seed43 = json.loads((suite.path / "out" / "baseline-seed43" / "history.json").read_text())
     assert seed43["batched_with"] == ["baseline:42", "baseline:43"]
+
+
+def test_under_xdist_a_group_trains_once_on_one_worker(suite):
+    """baseline and init_std1 (they differ only in init) at 2 seeds: one group of 4 cases.
+    Its scheduler gives them one worker, whose first case trains the group: every member's
+    epoch time is that one training's (one worker each, every worker would train it)."""
+    res = suite.runpytest_subprocess(*TINY, "--vg-remedy", "init_std1", "--vg-batch-seeds",
+                                     "on", "--vg-out", "out", "-n", "2", "-v")
+    outcomes = res.parseoutcomes()  # init_std1's checks, set for its budget, fail at 1 epoch
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 4, outcomes
+    assert "was not used" not in res.stdout.str()
+    found = [re.search(r"\[(gw\d)\] .*(?:PASSED|FAILED) .*\[(\S+)\]", line)
+             for line in res.stdout.lines]
+    workers = {m.group(2): m.group(1) for m in found if m}
+    assert len(workers) == 4 and len(set(workers.values())) == 1, workers
+    hs = [json.loads((suite.path / "out" / c / "history.json").read_text()) for c in workers]
+    assert len({tuple(h["epoch_time"]) for h in hs}) == 1
+    assert {tuple(h["batched_with"]) for h in hs} == {
+        ("baseline:42", "baseline:43", "init_std1:42", "init_std1:43")}

@@ -161,10 +161,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
         return 0 if case is None else -session.case_cost(settings, case)
 
     items.sort(key=cost)  # stable: registry order among equals, other tests untouched
-    for item in items:  # a group runs in one process (see pytest_xdist_make_scheduler)
-        case = _case(item)
-        if case is not None and settings.batched(case):
-            item.add_marker(pytest.mark.xdist_group(f"group-{settings.group(case)[0].id}"))
     controller = config.pluginmanager.get_plugin("vgbench-controller")
     if controller is not None:  # no xdist: this process collected the cases itself
         controller.expect(item.nodeid for item in items if _case(item) is not None)
@@ -175,17 +171,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """With runs trained in groups, all of a group's cases go to one worker (xdist's
-    loadgroup scheduling, over the groups marked above). Else, for xdist's default 'load'
-    mode, longest case first to whichever worker is free (_LongestFirst)."""
+    """With runs trained in groups, all of a group's cases go to one worker (_by_group).
+    Else, for xdist's default 'load' mode, longest case first to whichever worker is free
+    (_LongestFirst)."""
     settings = config.stash[SETTINGS]
     if any(settings.batched(case) for case in settings.cases):
-        from xdist.scheduler import LoadGroupScheduling
-
-        return LoadGroupScheduling(config, log)
+        return _by_group(config, log, settings)
     if config.getoption("dist", "no") == "load":
         return _longest_first(config, log)
     return None
+
+
+def _by_group(config: pytest.Config, log, settings: session.Settings):
+    """xdist's LoadGroupScheduling over the session's groups (Settings.group): each group's
+    cases are one scope, which one worker runs, where the first trains the group and the
+    others take their histories. (Not its xdist_group markers: they rename node ids, which
+    pytest 9.2 no longer lets pytest-xdist 3.8 do, so that every worker trained the groups
+    of the cases it got.) None where xdist's internals differ from what this expects."""
+    try:
+        from xdist.scheduler import LoadGroupScheduling
+    except ImportError:
+        return None
+    if not hasattr(LoadGroupScheduling, "_split_scope"):
+        return None
+    scopes = {f"[{c.id}]": f"group-{settings.group(c)[0].id}" for c in settings.cases
+              if settings.batched(c)}
+
+    class ByGroup(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scopes.get(nodeid[nodeid.rfind("["):], nodeid)
+
+    return ByGroup(config, log)
 
 
 def _longest_first(config: pytest.Config, log):
@@ -340,12 +356,15 @@ def vg_run(request, benchmark, vg_settings, vg_remedy, vg_depth, vg_seed):
             request.node.user_properties.append((CRASH_KEY, session.crash_info(case, exc)))
             benchmark_adapter.untimed(benchmark, "the case crashed before timing")
             raise
-        if (not benchmark.disabled and not benchmark_adapter.has_timed(benchmark)
-                and record["epoch_time"]):
-            # a seed whose batch trained in an earlier case (--vg-batch-seeds on): that
-            # batch's epoch times are this case's too
-            benchmark_adapter.book(benchmark, record["epoch_time"],
-                                   "the epoch times of its batch of seeds")
+        if not benchmark_adapter.has_timed(benchmark) and record["epoch_time"]:
+            # a case whose group trained in an earlier case (--vg-batch-seeds on): that
+            # group's epoch times are this case's too (under xdist the worker's record
+            # carries them to the controller's table)
+            if benchmark.disabled:
+                benchmark_adapter.untimed(benchmark, "timed by the case that trained its group")
+            else:
+                benchmark_adapter.book(benchmark, record["epoch_time"],
+                                       "the epoch times of its group")
         node = request.node
         record.update(nodeid=node.nodeid, name=node.name, param=node.callspec.id,
                       params={"vg_remedy": vg_remedy, "vg_depth": vg_depth,
