@@ -287,6 +287,21 @@ def test_time_is_depth_in_the_verdict():
     assert "through time" not in judge(deep).why
 
 
+def test_a_gradient_that_grows_back_in_time_is_exploding():
+    """Above EXPLODE_TIME (the first step's input gets that many times the last step's
+    gradient) a recurrent layer is exploding through time; at or below it, it is not."""
+    ok = {"grad_rms": [1.0, 1.0], "update_ratio": [1e-3, 1e-3], "saturated": [0.0],
+          "dead": [0.0], "preact_rms": [0.5]}
+    grown = {**ok, "through_time": [{"layer": 1, "steps": 28, "ratio": 558.0}]}
+    v = judge(grown)
+    assert (v.verdict, v.layer, v.evidence["time_steps"]) == ("exploding", 1, 28)
+    assert v.evidence["gain_per_step"] == pytest.approx(558.0 ** (1 / 27))
+    assert "through time, over 28 steps" in v.why and "5.6e+02 times" in v.why
+    for ratio in (diagnose.EXPLODE_TIME, 1.0, math.nan):
+        kept = {**ok, "through_time": [{"layer": 1, "steps": 28, "ratio": ratio}]}
+        assert judge(kept).verdict == "healthy"
+
+
 def test_prediction_from_init_and_epoch1():
     healthy = {"epoch1": {"verdict": "healthy"}}
     assert diagnose.predict_trainable(healthy) is True

@@ -1,11 +1,13 @@
 """Per-layer diagnostics: the measures themselves and that probing changes nothing."""
 
 import copy
+import math
 from types import SimpleNamespace
 from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.test_train import tiny_splits, without_times
 from vgbench import registry, train
@@ -268,3 +270,88 @@ def test_the_loss_after_the_step_is_the_stepped_models_and_nothing_stays_moved(m
     assert [n.item() for n in doubled] == pytest.approx([2 * n.item() for n in norms])
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_softmax_row_is_saturated_when_one_key_takes_nearly_all():
+    """A softmax's statistics (kernels.softmax_stats): rows whose largest probability is
+    above 1 - SLOPE_FRACTION / 4 are saturated, a spread row is not, a row with one key
+    allowed (a causal mask's first query) is left out; a softmax has no dead units;
+    preact_rms over the allowed scores."""
+    softmax = nn.Softmax(-1)
+    assert slope_profile(softmax) == (0.25, False)
+
+    def stats(h):
+        return activation_stats(softmax, h, *slope_profile(softmax))
+    spread = torch.zeros(4, 2, 5)  # (examples, rows, keys): uniform
+    peaked = torch.tensor([0.0, 20.0, 0.0, 0.0, 0.0]).expand(4, 2, 5)  # 1 - p = 8e-9
+    sat, dead, pre, inactive = stats(torch.cat([spread, peaked], 1))
+    assert (sat.item(), dead.item(), inactive.item()) == (0.5, 0.0, 0.5)
+    assert pre.item() == pytest.approx(math.sqrt(8 * 20.0**2 / 80))  # 8 rows hold a 20
+    causal = torch.zeros(4, 3, 3).masked_fill(torch.ones(3, 3, dtype=torch.bool).triu(1),
+                                              -math.inf)
+    assert stats(causal)[0].item() == 0.0  # row 0 has one key: not counted
+    almost = torch.tensor([0.0, 7.0, 0.0])  # p = 0.9973: 1 - p = 2.7e-3 > 1.25e-3
+    assert stats(almost.expand(2, 1, 3))[0].item() == 0.0
+
+
+def test_attention_scores_are_those_the_attention_takes_the_softmax_of():
+    """The scores ForwardCalls measures for nn.MultiheadAttention (masks of both kinds,
+    padding) and F.scaled_dot_product_attention (causal, boolean mask, grouped heads):
+    their softmax is the attention's own weights."""
+    from vgbench.diagnostics import ForwardCalls
+
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(16, 4, batch_first=True)
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    causal = torch.ones(5, 5, dtype=torch.bool).triu(1)
+    pad = torch.tensor([[False] * 4 + [True]] * 3)
+    for mask in (causal, torch.zeros(5, 5).masked_fill(causal, -math.inf)):
+        got = []
+        padding = pad if mask.dtype == torch.bool else torch.zeros(3, 5).masked_fill(
+            pad, -math.inf)  # of the mask's kind, as MultiheadAttention asks
+        with ForwardCalls(lambda m, h, inplace, got=got: got.append((m, h))):
+            mha(x, x, x, attn_mask=mask, key_padding_mask=padding, need_weights=False)
+        weights = mha(x, x, x, attn_mask=mask, key_padding_mask=padding,
+                      average_attn_weights=False)[1]
+        assert len(got) == 1 and isinstance(got[0][0], nn.Softmax)
+        torch.testing.assert_close(torch.softmax(got[0][1], -1), weights)
+    q = torch.randn(2, 4, 6, 8, requires_grad=True)
+    k, v = torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8)
+    keep = torch.rand(6, 6) > 0.3
+    keep.fill_diagonal_(True)
+    for kw, allowed in (({"is_causal": True}, ~torch.ones(6, 6, dtype=torch.bool).triu(1)),
+                        ({"attn_mask": keep}, keep)):
+        got = []
+        with ForwardCalls(lambda m, h, inplace, got=got: got.append(h)):
+            F.scaled_dot_product_attention(q, k, v, enable_gqa=True, **kw)
+        kk = k.repeat_interleave(2, dim=1)
+        ref = ((q @ kk.transpose(-2, -1)) / math.sqrt(8)).masked_fill(~allowed, -math.inf)
+        torch.testing.assert_close(torch.softmax(got[0], -1), torch.softmax(ref, -1))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_the_gates_inside_a_recurrent_kernel_are_computed_again_exactly(kind):
+    """recurrent_gates follows the fused kernel: from its gates, the hidden states it gives
+    are the module's own output (two layers, batch_first or not, a given initial state)."""
+    from vgbench.kernels import GATES, recurrent_gates
+
+    torch.manual_seed(0)
+    for batch_first in (True, False):
+        m = getattr(nn, kind)(5, 7, num_layers=2, batch_first=batch_first)
+        x = torch.randn(3, 6, 5) if batch_first else torch.randn(6, 3, 5)
+        h0 = torch.randn(2, 3, 7)
+        state = (h0, torch.randn(2, 3, 7)) if kind == "LSTM" else h0
+        out = m(x, state)[0]
+        out = out if batch_first else out.transpose(0, 1)
+        got = recurrent_gates(m, (x, state))
+        names = [n for n, _, _ in got]
+        per = len(GATES[m.mode])
+        assert names[:per] == [f"{n}_l0" for n, _ in GATES[m.mode]] and len(got) == 2 * per
+        last = {n.rsplit("_l", 1)[0]: h for n, _, h in got[per:]}
+        if kind == "LSTM":
+            h = torch.sigmoid(last["output_gate"]) * torch.tanh(last["cell"])
+            torch.testing.assert_close(h, out)
+        elif kind == "RNN":
+            torch.testing.assert_close(torch.tanh(last["tanh"]), out)
+        assert all(h.shape == (3, 6, 7) for _, _, h in got)
+    assert recurrent_gates(nn.LSTM(5, 7, bidirectional=True), (torch.randn(3, 6, 5),)) == []

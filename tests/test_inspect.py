@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import vgbench
@@ -330,6 +331,61 @@ def test_time_is_depth_for_recurrent_nets(kind, tmp_path):
                            torch.randint(0, 3, (32,))).through_time == {}
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_a_recurrence_whose_weights_are_ten_times_too_large_explodes_through_time(kind):
+    """Weights x10 (the zoo's twin, which does not learn): the gradient grows going back in
+    time (rows of Fashion-MNIST-like inputs in [0, 1], 28 steps): exploding through time,
+    the module named; at PyTorch's default init the same net is not exploding."""
+    torch.manual_seed(0)
+    x, y = torch.rand(64, 28, 8), torch.randint(0, 10, (64,))
+    big = Recurrent(kind)
+    with torch.no_grad():
+        for p in big.parameters():
+            if p.dim() == 2:
+                p.mul_(10)
+    r = vgbench.inspect(big, x, y, optimizer=torch.optim.AdamW(big.parameters(), 3e-3))
+    assert r.through_time["rnn"]["ratio"] > diagnose.EXPLODE_TIME
+    assert r.describe().startswith("exploding from rnn: through time, over 28 steps")
+    assert r.verdict["layer_name"] == "rnn"
+    plain = Recurrent(kind)
+    assert vgbench.inspect(plain, x, y, optimizer=torch.optim.AdamW(
+        plain.parameters(), 3e-3)).verdict["verdict"] != "exploding"
+
+
+class Attention(nn.Module):
+    """Two pre-norm TransformerEncoderLayers (nn.MultiheadAttention, F.relu) over 12 tokens."""
+
+    def __init__(self, qk: float = 1.0):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True,
+                                       norm_first=True), 2, enable_nested_tensor=False)
+        self.out = nn.Linear(16, 3)
+        with torch.no_grad():
+            for layer in self.enc.layers:
+                layer.self_attn.in_proj_weight[:32].mul_(qk)
+
+    def forward(self, x):
+        return self.out(self.enc(x).mean(1))
+
+
+def test_attention_softmax_rows_are_measured_and_reported_not_judged():
+    """Each attention's softmax is an activation in the report (its rows, from the scores
+    that the fused kernel never forms): queries and keys x30 put most rows on one key
+    (saturated), at the default init none; the verdict reads the elementwise activations
+    only (the zoo's transformers with queries and keys x10 still train)."""
+    x, y = torch.randn(32, 12, 16), torch.randint(0, 3, (32,))
+    for qk, low, high in ((1.0, 0.0, 0.0), (30.0, 0.5, 1.0)):
+        r = vgbench.inspect(Attention(qk), x, y)
+        soft = [a for a in r.activations if a["module"] == "Softmax"]
+        assert [a["name"] for a in soft] == [f"enc.layers.{i}.self_attn:Softmax"
+                                             for i in range(2)]
+        assert all(low <= a["saturated"] <= high for a in soft), soft
+        assert [a["module"] for a in r.activations].count("ReLU") == 2
+        assert r.verdict["verdict"] == "healthy"
+
+
 def test_in_place_activations_are_measured_on_their_inputs():
     """torchvision's ResNets and VGGs use ReLU(inplace=True): slopes on the input, not the
     output; a Linear or conv whose output an in-place activation overwrites gets its exact
@@ -423,7 +479,7 @@ def test_roles_not_names_decide_what_the_verdict_reads():
 def test_a_transformer_encoder_is_read_by_role():
     """in_proj_bias (zero at init) is a vector, not a weight with an infinite ratio;
     out_proj, used functionally by MultiheadAttention, is measured, not skipped; the
-    layer's F.relu is measured."""
+    layer's F.relu is measured, and its attention's softmax (reported, not judged)."""
     torch.manual_seed(0)
     for norm_first in (False, True):
         enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(
@@ -437,7 +493,7 @@ def test_a_transformer_encoder_is_read_by_role():
         assert roles["0.layers.0.self_attn.in_proj_weight"] == "weight"
         assert roles["0.layers.0.self_attn.out_proj.weight"] == "weight"
         assert not any("out_proj" in s for s in r.skipped)
-        assert len(r.activations) == 3 and r.activations[0]["module"] == "ReLU"
+        assert [a["module"] for a in r.activations] == ["Softmax", "ReLU"] * 3
         assert r.verdict["verdict"] == "healthy", r.table()
 
 
@@ -473,3 +529,26 @@ def test_a_plain_relu_cnn_whose_gradient_vanishes_is_vanishing_not_dead():
     r = vgbench.inspect(net, x, y)
     assert max(a["dead"] for a in r.activations) >= diagnose.DEAD_SHARE  # dead units too
     assert r.verdict["verdict"] == "vanishing", r.table()
+
+
+def test_a_short_memory_is_vanishing_only_where_the_answer_lies_beyond_it():
+    """An LSTM at PyTorch's default init keeps about 0.6 of its gradient per step: over 30
+    steps of one-hot tokens the first step's share is far below VANISH_TIME either way.
+    Labelled by the last token, the gradient that reaches the inputs carries the labels
+    (TIME_SIGNAL exceeded): healthy, with a note; labelled by the first token, it does not:
+    vanishing through time. Its gates are measured (at PyTorch's default init none
+    saturated)."""
+    tokens = torch.randint(0, 8, (64, 30), generator=torch.Generator().manual_seed(0))
+    x = F.one_hot(tokens, 8).float()
+    net = Recurrent("LSTM")
+    r = vgbench.inspect(net, x, tokens[:, -1] % 4)
+    t = r.through_time["rnn"]
+    assert t["ratio"] < diagnose.VANISH_TIME and t["signal"] > diagnose.TIME_SIGNAL
+    assert r.verdict["verdict"] == "healthy"
+    assert any("carry the labels, not a verdict" in n for n in r.notes)
+    assert [a["name"] for a in r.activations] == [
+        f"rnn:{g}" for g in ("input_gate", "forget_gate", "cell_input", "output_gate", "cell")]
+    assert all(a["saturated"] == 0 for a in r.activations)
+    r = vgbench.inspect(net, x, tokens[:, 0] % 4)
+    assert r.through_time["rnn"]["signal"] < diagnose.TIME_SIGNAL
+    assert r.describe().startswith("vanishing from rnn: through time, over 30 steps")

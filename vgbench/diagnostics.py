@@ -16,6 +16,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from vgbench import float64
+from vgbench.kernels import ATTENTION, attention_scores, recurrent_gates, softmax_stats
 
 SLOPE_FRACTION = 0.005
 """An activation counts as saturated where its slope is positive but below this fraction of
@@ -43,6 +44,8 @@ def slope_profile(act: nn.Module) -> tuple[float, bool]:
     side): a zero slope is then the unit being off, not saturation. A smooth activation's
     slope reaches exactly 0 only where float64 rounds its output to its limit (tanh beyond
     |h| = 19, the sigmoid beyond 37: outside the grid), which is saturation."""
+    if isinstance(act, nn.Softmax):  # its largest Jacobian entry, p(1 - p) at p = 1/2
+        return 0.25, False
     lo, hi, n = SLOPE_GRID
     d = slopes(act, torch.linspace(lo, hi, n, dtype=torch.float64))
     return float(d.abs().max()), bool((d == 0).any())
@@ -66,7 +69,10 @@ def activation_stats(act: nn.Module, h: torch.Tensor, top: float,
                      rectifier: bool) -> torch.Tensor:
     """(saturated, dead, preact_rms, inactive) of one activation's input h (examples,
     units...); see point.Point. Taken a few examples at a time (at most float64.CHUNK values):
-    the float64 slopes of a ResNet's whole activation would be 8 bytes per value."""
+    the float64 slopes of a ResNet's whole activation would be 8 bytes per value. A softmax
+    (nn.Softmax: attention, F.softmax) is measured by softmax_stats."""
+    if isinstance(act, nn.Softmax):
+        return softmax_stats(h, act.dim, SLOPE_FRACTION * top, INACTIVE_SLOPE, INACTIVE_SHARE)
     h = h.detach()
     n = len(h)
     per = max(1, float64.CHUNK // max(1, h[0].numel()))
@@ -136,7 +142,8 @@ class ForwardCalls(TorchFunctionMode):
     """Sees every torch function of a forward pass: calls on_activation(module, input,
     inplace) for each elementwise activation called as a function on a tensor in the autograd
     graph (not inside an activation module, whose own call is measured: see
-    activation_inputs), and adds to .matrices and .lookups the ids of the parameters passed
+    activation_inputs), and for each softmax (F.softmax, Tensor.softmax, and the softmax
+    inside an attention call: ATTENTION, with its scores) with an nn.Softmax, and adds to .matrices and .lookups the ids of the parameters passed
     to a MATRIX_OPS or LOOKUPS operation."""
 
     def __init__(self, on_activation=None):
@@ -165,16 +172,45 @@ class ForwardCalls(TorchFunctionMode):
             inplace = name.endswith("_") or bool(kwargs.get("inplace")) or (
                 len(args) > 1 + len(names) and args[1 + len(names)] is True)
             self.on_activation(cls(**given), args[0], inplace)
+        elif self.on_activation is not None and not self.inside:
+            if name == "softmax" and args and _in_graph([args[0]]):
+                dim = args[1] if len(args) > 1 else kwargs.get("dim")
+                if isinstance(dim, int) and args[0].dim() >= 2 and dim % args[0].dim() != 0:
+                    self.on_activation(nn.Softmax(dim % args[0].dim()), args[0], False)
+            elif name in ATTENTION and _in_graph([*args, *kwargs.values()]):
+                scores = attention_scores(name, func, args, kwargs)
+                if scores is not None:
+                    self.on_activation(nn.Softmax(-1), scores, False)
         return func(*args, **kwargs)
+
+
+def _in_graph(values: list) -> bool:
+    """Whether one of these is a floating tensor in the autograd graph (an attention's
+    input, or its projection's weight where the input is the batch itself)."""
+    return any(torch.is_tensor(v) and v.is_floating_point() and v.requires_grad
+               for v in values)
 
 
 @contextmanager
 def activation_inputs(layout, record):
     """For the block: record(module, input, inplace) for every activation call of a forward
-    pass, in call order: the activation modules layout.activations() names (by hooks) and,
+    pass, in call order: the activation modules layout.activations() names (by hooks),
+    the nonlinearities inside its recurrent modules (recurrent_gates, after each call) and,
     where the layout has any (layout.functional), the functional ones (ForwardCalls)."""
     modules = list(dict.fromkeys(layout.activations()))  # stand-ins of functional ones: never called
     calls = ForwardCalls(record) if getattr(layout, "functional", False) else None
+    recurrent = list(dict.fromkeys(m for _, m, _ in layout.layers()
+                                   if isinstance(m, nn.RNNBase)))
+
+    def gates(m, args, output):  # the kernel's nonlinearities, after it ran (recurrent_gates)
+        if calls is not None:  # what record computes is not a functional activation
+            calls.inside += 1
+        try:
+            for _, standin, h in recurrent_gates(m, args):
+                record(standin, h, False)
+        finally:
+            if calls is not None:
+                calls.inside -= 1
 
     def enter(m, i):
         if calls is not None:  # first: what record computes is not a functional activation
@@ -188,6 +224,8 @@ def activation_inputs(layout, record):
         for m in modules:
             stack.callback(m.register_forward_pre_hook(enter).remove)
             stack.callback(m.register_forward_hook(leave).remove)
+        for m in recurrent:
+            stack.callback(m.register_forward_hook(gates).remove)
         if calls is not None:
             stack.enter_context(calls)
         yield

@@ -30,9 +30,9 @@ from tabulate import tabulate
 from torch import nn
 
 from vgbench import diagnose, files
-from vgbench.diagnostics import as_it_was
+from vgbench.diagnostics import as_it_was, same_draws
 from vgbench.layout import ModelLayout
-from vgbench.point import Point
+from vgbench.point import HIDDEN_METRICS, Point
 from vgbench.probe import Probe
 from vgbench.updater import Updater
 
@@ -151,6 +151,10 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     with ModelLayout.recording(model) as found:
         value, through_time = _loss_and_time(model, inputs, targets, loss_fn)
     layout = found.layout
+    modules = dict(model.named_modules())
+    for name, t in through_time.items():  # only where the ratio alone would be vanishing
+        if t["ratio"] < diagnose.VANISH_TIME:
+            t["signal"] = _time_signal(model, inputs, targets, loss_fn, modules[name])
     if not layout.entries:
         raise InspectError("no trainable weight was used in the forward pass (every "
                            "parameter is frozen or unused)")
@@ -169,7 +173,7 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     point = probe.measure(model, 0, Updater(optimizer))
     notes += sorted(probe.notes)
     return _report(layout, probe, point, float(value), "train", notes, through_time,
-                   dict(model.named_modules()))
+                   modules)
 
 
 def _loss_and_time(model, x, targets, loss_fn):
@@ -213,6 +217,42 @@ def _loss_and_time(model, x, targets, loss_fn):
         profile[names[module]] = {"steps": len(norms), "norms": norms,
                                   "ratio": norms[0] / norms[-1] if norms[-1] else math.nan}
     return value.detach(), profile
+
+
+def _time_signal(model, x, targets, loss_fn, module: nn.Module) -> float:
+    """Whether the gradient that reaches a recurrent module's inputs carries the labels: the
+    common part of the examples' own gradients g_i of its first input weight (weight_ih_l0),
+    B ||mean_i g_i||^2 / mean_i ||g_i||^2 (about 1 for noise around zero), with the batch's
+    own labels over the same with each example given its neighbour's label (targets rolled
+    by one: the labels' frequencies and the model's response to its inputs stay, their tie
+    to the inputs goes). About 1 where the steps the gradient reaches say nothing about the
+    label (a memory task whose answer lies further back); above where they do. Each g_i from
+    a forward and backward of example i alone (train mode, the probe's fixed dropout draws,
+    norm statistics restored): 2 B passes. NaN where it cannot be taken (targets that are
+    not one per example, a model that cannot run on one example)."""
+    w = getattr(module, "weight_ih_l0", None)
+    n = len(x[0] if isinstance(x, tuple) else x)
+    if (w is None or not w.requires_grad or not torch.is_tensor(targets)
+            or len(targets) != n):
+        return math.nan
+    common = []
+    try:
+        with as_it_was(model, train=True), torch.enable_grad(), same_draws(x):
+            for labels in (targets, targets.roll(1, 0)):
+                total, energy = torch.zeros_like(w, dtype=torch.float64), 0.0
+                for i in range(n):
+                    xi = tuple(t[i:i + 1] for t in x) if isinstance(x, tuple) else x[i:i + 1]
+                    (g,) = torch.autograd.grad(loss_fn(_forward(model, xi), labels[i:i + 1]),
+                                               w, allow_unused=True)
+                    if g is None:
+                        return math.nan
+                    total += g.double()
+                    energy += float(g.double().square().sum())
+                common.append(n * float((total / n).square().sum()) / (energy / n)
+                              if energy else math.nan)
+    except (RuntimeError, ValueError):  # e.g. BatchNorm in train mode on one example
+        return math.nan
+    return common[0] / common[1] if common[1] else math.nan
 
 
 def _cross_entropy(output, targets):
@@ -275,23 +315,40 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
     for k, m in enumerate(owners):
         place.setdefault(m, k + 1)
     time = [{"layer": place[modules[name]], "steps": t["steps"], "ratio": t["ratio"],
-             "name": name} for name, t in through_time.items() if modules.get(name) in place]
+             "signal": t.get("signal", math.nan), "name": name}
+            for name, t in through_time.items() if modules.get(name) in place]
     # the chain's weights, the activations as "4 (ReLU)" (a Sequential's names are numbers)
+    # the verdict reads the elementwise activations; an attention's softmax is reported
+    # only (docs/thresholds.md: its rows saturate in models that train)
+    reads = [j for j, (_, m) in enumerate(layout.acts)
+             if j < len(p["saturated"]) and not isinstance(m, nn.Softmax)]
+    hidden = {k: [p[k][j] for j in reads] for k in HIDDEN_METRICS}
     seen = dataclasses.replace(
-        point.select(chain, names), grad_rms=rms, through_time=time,
-        activations=[f"{n} ({type(m).__name__})" for n, m in layout.acts])
+        point.select(chain, names), grad_rms=rms, through_time=time, **hidden,
+        rectifier=[point.rectifier[j] for j in reads] if point.rectifier else None,
+        activations=[f"{layout.acts[j][0]} ({type(layout.acts[j][1]).__name__})"
+                     for j in reads])
     diverged = None if math.isfinite(loss) else f"the loss is {loss}"
     v = diagnose.diagnose(seen, None, "inspect", None, diverged).to_dict()
     if v["layer"]:  # diagnose counts layers 1.. along the chain, or the activations
         by_act = v["verdict"] in diagnose.BY_ACTIVATION
-        v["layer_name"] = (layout.acts[v["layer"] - 1][0] if by_act
+        v["layer_name"] = (layout.acts[reads[v["layer"] - 1]][0] if by_act
                            else seen.layer_name(v["layer"] - 1))
     if "time_steps" in v["evidence"]:  # the recurrent module, not its first weight
         v["layer_name"] = next(t["name"] for t in time if t["layer"] == v["layer"])
     for name, t in through_time.items():
         notes.append(f"{name}: over {t['steps']} steps the loss's gradient with respect to the "
                      f"first step's input is {t['ratio']:.2g} of the last step's (time is "
-                     f"depth: below {diagnose.VANISH_TIME:g} the verdict is vanishing)")
+                     f"depth: below {diagnose.VANISH_TIME:g} the verdict is vanishing, unless "
+                     "what the gradient reaches carries the labels)")
+        if "signal" in t:
+            carries = t["signal"] > diagnose.TIME_SIGNAL
+            notes.append(f"{name}: the common part of its input weights' gradient is "
+                         f"{t['signal']:.3g} times what it is with the labels shuffled "
+                         f"({'above' if carries else 'not above'} {diagnose.TIME_SIGNAL:g}):"
+                         " the steps the gradient reaches "
+                         + ("carry the labels, not a verdict" if carries else
+                            "do not carry the labels"))
     return Report(layers, acts, v, loss, mode, notes, skipped, through_time)
 
 

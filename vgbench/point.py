@@ -88,7 +88,9 @@ class Point:
     """Per activation: whether a zero slope is by design (ReLU's off side)."""
     through_time: list[dict] = field(default_factory=list)
     """Per recurrent layer: {'layer' (its 1-based place among the weights), 'steps',
-    'ratio' (the first step's input gradient over the last step's), 'name'}."""
+    'ratio' (the first step's input gradient over the last step's), 'signal' (whether the
+    gradient that reaches its inputs carries the labels: inspection._time_signal; NaN: not
+    taken), 'name'}."""
 
     def layer_name(self, i: int) -> str:
         """The i-th (0-based) weight's name."""
