@@ -117,6 +117,19 @@ def _lr(factor: float):
     return apply
 
 
+def _default_gates(model, recipe):
+    """Every LSTM's gate biases drawn again as PyTorch draws them (uniform within
+    1/sqrt(hidden)): the forget gate starts near 0.5, and the memory halves at every step."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.LSTM):
+                k = 1 / math.sqrt(m.hidden_size)
+                for name, p in m.named_parameters():
+                    if name.startswith("bias"):
+                        p.uniform_(-k, k)
+    return model, recipe
+
+
 def _rezero(model, recipe):
     """Every residual branch's last linear map at zero (ReZero / zero-init residuals): the
     network starts as the identity plus biases, and trains."""
@@ -134,6 +147,8 @@ TWINS = {t.name: t for t in (
     Twin("dead", "every bias -1, every norm shift -4", _dead, ("dead units",)),
     Twin("lr_x100", "learning rate x100", _lr(100.0), ("exploding",)),
     Twin("rezero", "every residual branch's last linear map zeroed", _rezero, ("healthy",)),
+    Twin("default_gates", "an LSTM's gate biases at PyTorch's default (forget gate near 0.5)",
+         _default_gates, ("vanishing",)),
 )}
 """Every twin, by name."""
 
@@ -211,6 +226,28 @@ class Recurrent(nn.Module):
         return self.head(self.rnn(x.reshape(len(x), 28, 28))[0][:, -1])
 
 
+class TokenLSTM(nn.Module):
+    """An LSTM over the token task (embedded tokens; the last step's state classifies), its
+    gate biases at the chrono init (Tallec & Ollivier 2018: the forget gate's bias
+    log U(1, T - 1), the input gate's its negative, for T = 24 steps): the memory lasts
+    about as long as the sequence."""
+
+    def __init__(self, vocab: int = 16, d: int = 64, t: int = 24):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.rnn = nn.LSTM(d, d, batch_first=True)
+        self.head = nn.Linear(d, 10)
+        with torch.no_grad():  # gates: input, forget, cell, output
+            for b in (self.rnn.bias_ih_l0, self.rnn.bias_hh_l0):
+                b.zero_()
+            forget = torch.empty(d).uniform_(1, t - 1).log()
+            self.rnn.bias_ih_l0[d:2 * d] = forget
+            self.rnn.bias_ih_l0[:d] = -forget
+
+    def forward(self, tokens):
+        return self.head(self.rnn(self.tok(tokens))[0][:, -1])
+
+
 def _tv(name: str, **kw):
     def build():
         import torchvision.models as tvm
@@ -281,6 +318,8 @@ MODELS = {m.name: m for m in (
              "nn.LSTM"),
     ZooModel("gru", lambda: Recurrent("GRU"), "rows", RECURRENT, ("x10", "x0.1", "lr_x100"),
              "nn.GRU"),
+    ZooModel("lstm_recall", TokenLSTM, "tokens", RECURRENT,
+             ("default_gates", "x10", "x0.1", "lr_x100"), "nn.LSTM (chrono init) on tokens"),
 )}
 """Every architecture of the zoo, by name."""
 
