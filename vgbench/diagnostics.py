@@ -143,8 +143,9 @@ class ForwardCalls(TorchFunctionMode):
     inplace) for each elementwise activation called as a function on a tensor in the autograd
     graph (not inside an activation module, whose own call is measured: see
     activation_inputs), and for each softmax (F.softmax, Tensor.softmax, and the softmax
-    inside an attention call: ATTENTION, with its scores) with an nn.Softmax, and adds to .matrices and .lookups the ids of the parameters passed
-    to a MATRIX_OPS or LOOKUPS operation."""
+    inside an attention call: ATTENTION, with its scores) with an nn.Softmax; and adds to
+    .matrices and .lookups the ids of the parameters passed to a MATRIX_OPS or LOOKUPS
+    operation."""
 
     def __init__(self, on_activation=None):
         super().__init__()

@@ -237,8 +237,8 @@ def _time_signal(model, x, targets, loss_fn, module: nn.Module) -> float:
         return math.nan
     common = []
     try:
-        with as_it_was(model, train=True), torch.enable_grad(), same_draws(x):
-            for labels in (targets, targets.roll(1, 0)):
+        for labels in (targets, targets.roll(1, 0)):  # the same dropout draws for both
+            with as_it_was(model, train=True), torch.enable_grad(), same_draws(x):
                 total, energy = torch.zeros_like(w, dtype=torch.float64), 0.0
                 for i in range(n):
                     xi = tuple(t[i:i + 1] for t in x) if isinstance(x, tuple) else x[i:i + 1]
@@ -246,8 +246,9 @@ def _time_signal(model, x, targets, loss_fn, module: nn.Module) -> float:
                                                w, allow_unused=True)
                     if g is None:
                         return math.nan
-                    total += g.double()
-                    energy += float(g.double().square().sum())
+                    g = g.double()
+                    total += g
+                    energy += float(g.square().sum())
                 common.append(n * float((total / n).square().sum()) / (energy / n)
                               if energy else math.nan)
     except (RuntimeError, ValueError):  # e.g. BatchNorm in train mode on one example
@@ -344,7 +345,8 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
         if "signal" in t:
             carries = t["signal"] > diagnose.TIME_SIGNAL
             notes.append(f"{name}: the common part of its input weights' gradient is "
-                         f"{t['signal']:.3g} times what it is with the labels shuffled "
+                         f"{t['signal']:.3g} times what it is with each example given its "
+                         "neighbour's label "
                          f"({'above' if carries else 'not above'} {diagnose.TIME_SIGNAL:g}):"
                          " the steps the gradient reaches "
                          + ("carry the labels, not a verdict" if carries else

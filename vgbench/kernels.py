@@ -112,19 +112,30 @@ GATES = {"LSTM": (("input_gate", nn.Sigmoid), ("forget_gate", nn.Sigmoid),
 """The elementwise nonlinearities inside each recurrent module's fused kernel, by its mode."""
 
 
-def recurrent_gates(module: nn.RNNBase, args: tuple) -> list[tuple[str, nn.Module, torch.Tensor]]:
-    """(name, stand-in module, its inputs (batch, time, hidden)) for every nonlinearity
-    inside a recurrent module's fused kernel (GATES, per layer), computed again, without
-    gradients, from the call's input, initial state and the module's weights: the kernel
-    never shows them. Between stacked layers without the dropout (train mode would draw it).
-    [] for the forms not followed: bidirectional, LSTM projections, packed or unbatched
-    input."""
+def gate_names(module: nn.RNNBase, args: tuple) -> list[tuple[str, nn.Module]]:
+    """(name, stand-in module) of every nonlinearity recurrent_gates gives for this call, in
+    its order, without computing them (what the layout lists); [] for the forms not
+    followed: bidirectional, LSTM projections, packed or unbatched input."""
     x = args[0] if args else None
     if (not torch.is_tensor(x) or x.dim() != 3 or not x.is_floating_point()
             or module.bidirectional or getattr(module, "proj_size", 0)
             or module.mode not in GATES):
         return []
-    x = x if module.batch_first else x.transpose(0, 1)
+    layers = module.num_layers
+    return [(name + (f"_l{layer}" if layers > 1 else ""), cls())
+            for layer in range(layers) for name, cls in GATES[module.mode]]
+
+
+def recurrent_gates(module: nn.RNNBase, args: tuple) -> list[tuple[str, nn.Module, torch.Tensor]]:
+    """(name, stand-in module, its inputs (batch, time, hidden)) for every nonlinearity
+    inside a recurrent module's fused kernel (gate_names: GATES, per layer), computed again,
+    without gradients, from the call's input, initial state and the module's weights: the
+    kernel never shows them. Between stacked layers without the dropout (train mode would
+    draw it)."""
+    names = gate_names(module, args)
+    if not names:
+        return []
+    x = args[0] if module.batch_first else args[0].transpose(0, 1)
     n, steps, hidden, lstm = len(x), x.shape[1], module.hidden_size, module.mode == "LSTM"
     hx = args[1] if len(args) > 1 else None
     zeros = x.new_zeros(module.num_layers, n, hidden)
@@ -155,11 +166,9 @@ def recurrent_gates(module: nn.RNNBase, args: tuple) -> list[tuple[str, nn.Modul
                     h = torch.tanh(a) if module.mode == "RNN_TANH" else torch.relu(a)
                     pre.append((a,))
                 hs.append(h)
-            suffix = f"_l{layer}" if module.num_layers > 1 else ""
-            for (name, cls), values in zip(GATES[module.mode], zip(*pre)):
-                out.append((name + suffix, cls(), torch.stack(values, 1)))
+            out += [torch.stack(values, 1) for values in zip(*pre)]
             x = torch.stack(hs, 1)
-    return out
+    return [(name, standin, h) for (name, standin), h in zip(names, out)]
 
 
 ATTENTION = frozenset({"scaled_dot_product_attention", "multi_head_attention_forward"})

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from vgbench.diagnostics import ACTIVATIONS, ForwardCalls
-from vgbench.kernels import recurrent_gates
+from vgbench.kernels import gate_names
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
          nn.modules.instancenorm._InstanceNorm)
@@ -104,7 +104,7 @@ class ModelLayout:
                 watch.inside -= 1
             if isinstance(module, nn.RNNBase):  # its kernel's gates, as the probe sees them
                 acts.extend((f"{names[module]}:{name}", standin)
-                            for name, standin, _ in recurrent_gates(module, inputs))
+                            for name, standin in gate_names(module, inputs))
 
         def functional(standin, h, inplace):
             where = names[stack[-1]] if stack else type(model).__name__
