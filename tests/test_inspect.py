@@ -355,7 +355,7 @@ def test_a_recurrence_whose_weights_are_ten_times_too_large_explodes_through_tim
 class Attention(nn.Module):
     """Two pre-norm TransformerEncoderLayers (nn.MultiheadAttention, F.relu) over 12 tokens."""
 
-    def __init__(self, qk: float = 1.0):
+    def __init__(self, qk: float = 1.0, v: float = 1.0):
         super().__init__()
         torch.manual_seed(0)
         self.enc = nn.TransformerEncoder(
@@ -365,16 +365,18 @@ class Attention(nn.Module):
         with torch.no_grad():
             for layer in self.enc.layers:
                 layer.self_attn.in_proj_weight[:32].mul_(qk)
+                layer.self_attn.in_proj_weight[32:].mul_(v)
+                layer.self_attn.out_proj.weight.mul_(v)
 
     def forward(self, x):
         return self.out(self.enc(x).mean(1))
 
 
-def test_attention_softmax_rows_are_measured_and_reported_not_judged():
+def test_attention_softmax_rows_are_measured_and_not_judged_alone():
     """Each attention's softmax is an activation in the report (its rows, from the scores
     that the fused kernel never forms): queries and keys x30 put most rows on one key
-    (saturated), at the default init none; the verdict reads the elementwise activations
-    only (the zoo's transformers with queries and keys x10 still train)."""
+    (saturated), at the default init none; saturated rows alone are no verdict (the zoo's
+    transformers with queries and keys x10 still train)."""
     x, y = torch.randn(32, 12, 16), torch.randint(0, 3, (32,))
     for qk, low, high in ((1.0, 0.0, 0.0), (30.0, 0.5, 1.0)):
         r = vgbench.inspect(Attention(qk), x, y)
@@ -384,6 +386,62 @@ def test_attention_softmax_rows_are_measured_and_reported_not_judged():
         assert all(low <= a["saturated"] <= high for a in soft), soft
         assert [a["module"] for a in r.activations].count("ReLU") == 2
         assert r.verdict["verdict"] == "healthy"
+
+
+def test_saturated_attention_that_outweighs_its_input_is_saturated():
+    """An attention whose rows sit on one key (queries and keys x30) and whose output is
+    many times its input (values and output projection x10) reads saturated, named by the
+    attention module; either alone stays healthy (the zoo: either alone trains). AdamW at
+    the zoo's transformer recipe (plain SGD's step on the x10 values is exploding)."""
+    x, y = torch.randn(32, 12, 16), torch.randint(0, 3, (32,))
+    calls = {}
+    for qk, v in ((1.0, 1.0), (30.0, 1.0), (1.0, 10.0), (30.0, 10.0)):
+        net = Attention(qk, v)
+        r = vgbench.inspect(net, x, y, optimizer=torch.optim.AdamW(net.parameters(), 1e-3))
+        calls[qk, v] = r.verdict
+    assert [calls[k]["verdict"] for k in calls] == ["healthy"] * 3 + ["saturated"]
+    ev = calls[30.0, 10.0]["evidence"]
+    assert calls[30.0, 10.0]["layer_name"] == "enc.layers.0.self_attn"
+    assert ev["attention_saturated"] >= 0.5 and ev["attention_gain"] > 12, ev
+    # the gain is against the stream the block adds to, not the attention's normed input:
+    # a stream 30 times larger carries the tokens around the same attention
+    net = Attention(30.0, 10.0)
+    r = vgbench.inspect(net, 30 * x, y, optimizer=torch.optim.AdamW(net.parameters(), 1e-3))
+    assert r.verdict["verdict"] == "healthy", r.table()
+    first = next(a for a in r.activations if a["name"] == "enc.layers.0.self_attn:Softmax")
+    assert first["saturated"] >= 0.5 and first["gain"] < 12, first
+    assert all(a["gain"] is None for a in r.activations if a["module"] == "ReLU")
+
+
+class SDPABlock(nn.Module):
+    """timm's way: a qkv Linear, F.scaled_dot_product_attention, a projection, residual."""
+
+    def __init__(self, d: int = 16, heads: int = 2):
+        super().__init__()
+        self.heads, self.qkv, self.proj = heads, nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        h = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(h.transpose(1, 2).reshape(b, t, d))
+
+
+def test_attention_gain_is_the_calling_module_s_for_sdpa():
+    """With scaled_dot_product_attention inside a module (timm, Hugging Face), the gain is
+    that module's output over its input: every weight x10 reads saturated, the default
+    init healthy."""
+    x, y = torch.randn(32, 12, 16), torch.randint(0, 3, (32,))
+    for scale, want in ((1.0, "healthy"), (10.0, "saturated")):
+        torch.manual_seed(0)
+        attn = SDPABlock()
+        net = nn.Sequential(nn.LayerNorm(16), attn, nn.Flatten(), nn.Linear(16 * 12, 3))
+        with torch.no_grad():
+            attn.qkv.weight.mul_(scale)
+            attn.proj.weight.mul_(scale)
+        r = vgbench.inspect(net, x, y)
+        assert r.verdict["verdict"] == want, r.table()
+    assert r.verdict["layer_name"] == "1"
 
 
 def test_in_place_activations_are_measured_on_their_inputs():
@@ -479,7 +537,7 @@ def test_roles_not_names_decide_what_the_verdict_reads():
 def test_a_transformer_encoder_is_read_by_role():
     """in_proj_bias (zero at init) is a vector, not a weight with an infinite ratio;
     out_proj, used functionally by MultiheadAttention, is measured, not skipped; the
-    layer's F.relu is measured, and its attention's softmax (reported, not judged)."""
+    layer's F.relu is measured, and its attention's softmax."""
     torch.manual_seed(0)
     for norm_first in (False, True):
         enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(

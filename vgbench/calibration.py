@@ -65,6 +65,24 @@ THRESHOLDS = (
               "N(0, 10) sigmoid nets: 0.92..0.95 in every layer; N(0, 1) ones (they train): "
               "38% on average, 55% in their first layer at depth 30",
               "the sweep's seeds 43-45: every declared verdict held"),
+    Threshold("ATTENTION_SATURATED", "saturated through an attention: its rows on one key",
+              "the zoo's seed 0 at init (benchmarks/zoo, AdamW): weights x10 in both "
+              "TransformerEncoders, the GPT stack and the small ViT, their designs and "
+              "other twins",
+              "x10 (first attention): 48-75% of rows; every design and other twin: 0%; "
+              "about half the lowest x10 share",
+              "seeds 1 and 2: x10 51-78%, the others 0%"),
+    Threshold("ATTENTION_GAIN", "saturated through an attention: its output against the stream",
+              "as ATTENTION_SATURATED (the gain: the attention's output RMS over its "
+              "calling block's input RMS)",
+              "x10, first attention: post-norm 41, GPT 40, pre-norm 16.4 (the three did not "
+              "learn: 0.21-0.44), the small ViT 8.6 (learned, 0.57); designs and other twins "
+              "1.5 and below; the line at the geometric middle of 8.6 and 16.4. Either part "
+              "alone trains (only queries and keys x10: rows saturated, gain 1.5 and below; "
+              "all but them x10: gain 5.5-137, no row saturated)",
+              "seeds 1 and 2: pre-norm x10 13.9 and 17.4, post-norm 35-45, GPT 38-43 (none "
+              "learned), the ViT 9.3 and 9.2 (learned); a thin margin: 16% above the line, "
+              "23% below"),
     Threshold("VANISH_SPREAD", "vanishing", f"{SWEEP42}, at init and after epoch 1",
               "below: the baseline at depth 3 (2.6e-3; 1.3e-6 at depth 7), skip at 7 "
               "(2.8e-3), layernorm and custom_norm at 7 (3e-4..7e-4), xavier and orthogonal "

@@ -12,7 +12,9 @@ pre-activation scale. `diagnose` turns one such moment into one Verdict:
                 exactly 0 on every example of the probe batch: they pass no gradient and
                 cannot revive
     saturated   half or more of all hidden activations sit on a flat tail (for a smooth
-                activation such as the sigmoid, exact zeros of the slope count here)
+                activation such as the sigmoid, exact zeros of the slope count here); or
+                an attention's softmax rows sit on one key while its output outweighs
+                its input
     vanishing   the input side's updates are orders of magnitude smaller than the output
                 side's, and the gradient shrinks layer by layer toward the input; or, in
                 a recurrent layer (time is depth), the loss's gradient with respect to
@@ -79,6 +81,18 @@ SATURATED_SHARE = 0.5
 """saturated: at least this share of all hidden activations on a flat tail
 (diagnostics.SLOPE_FRACTION), averaged over the hidden layers (one saturated layer is not
 enough: deep nets that train can have one)."""
+ATTENTION_SATURATED = 0.25
+"""saturated through an attention: at least this share of its softmax rows on a flat tail
+(one key takes all the weight: the scores, and so the queries and keys, get almost no
+gradient)..."""
+ATTENTION_GAIN = 12.0
+"""...while its output's RMS is at least this many times the RMS of the residual stream
+it is added to (layout.gains: the input of the block that calls it): nothing the skip
+carries routes around the frozen choice. Either alone trains: the zoo's transformers with
+only their queries and keys x10 (rows saturated, gain 0.4 and below) and with everything
+but them x10 (gain 16-40, no row saturated). Set on the zoo's seed 0 with weights x10
+(calibration.py has the numbers); a pre-norm stack's first attention is where the gain is
+(the stream then grows and dwarfs the later ones)."""
 VANISH_SPREAD = 5e-3
 """vanishing: the first layer's update ratio over the output layer's is below this: the
 input side learns 200 times slower than the output side."""
@@ -217,6 +231,15 @@ def diagnose(point: Point, theory: dict | None = None, moment: str = "",
                        f"{sum(sat) / len(sat):.0%} of the hidden activations sit on a flat "
                        f"tail ({sat[i]:.0%} in {unit(i)})",
                        saturated_mean=sum(sat) / len(sat), saturated_layer=sat[i])
+    for a in point.attention:
+        if a["saturated"] >= ATTENTION_SATURATED and a["gain"] >= ATTENTION_GAIN:
+            return verdict("saturated", None,
+                           f"{a['saturated']:.0%} of {a['name']}'s softmax rows give one key "
+                           f"all their weight, and its output is {_g(a['gain'])} times its "
+                           "input: its scores get almost no gradient, and what it adds "
+                           "outweighs what the skip carries around it",
+                           attention=a["name"], attention_saturated=a["saturated"],
+                           attention_gain=a["gain"])
     top = max(range(len(upd)), key=lambda i: upd[i])
     cos = point.grad_cos or [1.0] * len(upd)
     sensitive = [i for i in range(len(upd)) if not cos[i] < SCALE_FREE]

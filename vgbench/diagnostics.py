@@ -145,11 +145,12 @@ class ForwardCalls(TorchFunctionMode):
     activation_inputs), and for each softmax (F.softmax, Tensor.softmax, and the softmax
     inside an attention call: ATTENTION, with its scores) with an nn.Softmax; and adds to
     .matrices and .lookups the ids of the parameters passed to a MATRIX_OPS or LOOKUPS
-    operation."""
+    operation; on_attention() at each ATTENTION call (the layout notes its module)."""
 
-    def __init__(self, on_activation=None):
+    def __init__(self, on_activation=None, on_attention=None):
         super().__init__()
         self.on_activation = on_activation
+        self.on_attention = on_attention
         self.inside = 0  # > 0 while an activation module's forward runs
         self.matrices: set[int] = set()
         self.lookups: set[int] = set()
@@ -163,6 +164,8 @@ class ForwardCalls(TorchFunctionMode):
                 for t in (a if isinstance(a, (list, tuple)) else [a]):
                     if isinstance(t, nn.Parameter):
                         found.add(id(t))
+        if self.on_attention is not None and name in ATTENTION:
+            self.on_attention()
         base = name.removesuffix("_")
         if (self.on_activation is not None and not self.inside and base in FUNCTIONAL and args
                 and torch.is_tensor(args[0]) and args[0].is_floating_point()

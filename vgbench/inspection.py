@@ -74,8 +74,9 @@ class Report:
         if self.activations:
             text += "\n\n" + tabulate(
                 [[a["name"], a["module"], f"{a['saturated']:.1%}", f"{a['dead']:.1%}",
-                  _g(a["preact_rms"])] for a in self.activations],
-                headers=["activation", "module", "saturated", "dead", "input RMS"],
+                  _g(a["preact_rms"]), _g(a.get("gain"))] for a in self.activations],
+                headers=["activation", "module", "saturated", "dead", "input RMS",
+                         "attention gain"],
                 disable_numparse=True)
         text += f"\n\nverdict: {self.describe()}"
         text += "".join(f"\nnote: {n}" for n in self.notes)
@@ -294,7 +295,9 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
               for i, (n, m, w) in enumerate(layout.entries) if i in used]
     acts = [{"name": n, "module": type(m).__name__, "saturated": p["saturated"][j],
              "dead": p["dead"][j], "inactive": p["inactive"][j],
-             "preact_rms": p["preact_rms"][j]}
+             "preact_rms": p["preact_rms"][j],
+             "gain": layout.gains.get(n.rpartition(":")[0]) if isinstance(m, nn.Softmax)
+             else None}
             for j, (n, m) in enumerate(layout.acts) if j < len(p["saturated"])]
     if not chain:
         raise InspectError("no weight (a matrix or filter the signal passes through) got a "
@@ -319,13 +322,16 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
              "signal": t.get("signal", math.nan), "name": name}
             for name, t in through_time.items() if modules.get(name) in place]
     # the chain's weights, the activations as "4 (ReLU)" (a Sequential's names are numbers)
-    # the verdict reads the elementwise activations; an attention's softmax is reported
-    # only (docs/thresholds.md: its rows saturate in models that train)
+    # the verdict reads the elementwise activations; an attention's softmax only with the
+    # attention's gain (docs/thresholds.md: its rows saturate in models that train)
     reads = [j for j, (_, m) in enumerate(layout.acts)
              if j < len(p["saturated"]) and not isinstance(m, nn.Softmax)]
     hidden = {k: [p[k][j] for j in reads] for k in HIDDEN_METRICS}
+    attention = [{"name": a["name"].rpartition(":")[0], "saturated": a["saturated"],
+                  "gain": a["gain"]} for a in acts if a["gain"] is not None]
     seen = dataclasses.replace(
-        point.select(chain, names), grad_rms=rms, through_time=time, **hidden,
+        point.select(chain, names), grad_rms=rms, through_time=time, attention=attention,
+        **hidden,
         rectifier=[point.rectifier[j] for j in reads] if point.rectifier else None,
         activations=[f"{layout.acts[j][0]} ({type(layout.acts[j][1]).__name__})"
                      for j in reads])
@@ -335,6 +341,8 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
         by_act = v["verdict"] in diagnose.BY_ACTIVATION
         v["layer_name"] = (layout.acts[reads[v["layer"] - 1]][0] if by_act
                            else seen.layer_name(v["layer"] - 1))
+    if "attention" in v["evidence"]:
+        v["layer_name"] = v["evidence"]["attention"]
     if "time_steps" in v["evidence"]:  # the recurrent module, not its first weight
         v["layer_name"] = next(t["name"] for t in time if t["layer"] == v["layer"])
     for name, t in through_time.items():

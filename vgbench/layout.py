@@ -51,6 +51,12 @@ class ModelLayout:
     """Parameters not measured, with why."""
     called: set[str] = field(default_factory=set)
     """The names of the modules the forward called."""
+    gains: dict[str, float] = field(default_factory=dict)
+    """Per module that called an attention kernel (kernels.ATTENTION: MultiheadAttention,
+    timm's and Hugging Face's attention blocks): the RMS of its output over the RMS of the
+    first input of the module that called it (the block whose residual stream it is added
+    to; its own input where nothing called it), on the recorded forward (its last call):
+    how large what it adds is next to what the skip around it carries."""
 
     def layers(self):
         return self.entries
@@ -94,12 +100,18 @@ class ModelLayout:
             if calls[module] == 1:
                 first.append(module)
             stack.append(module)
+            entered.append(inputs)
             if isinstance(module, ACTIVATIONS):
                 watch.inside += 1
                 acts.append((names[module], module))
 
         def leave(module, inputs, output):
             stack.pop()
+            entered.pop()
+            if module in attending:  # against its caller's input: the stream
+                gain = _gain(entered[-1] if entered else inputs, output)
+                if gain is not None:
+                    gains[names[module]] = gain
             if isinstance(module, ACTIVATIONS):
                 watch.inside -= 1
             if isinstance(module, nn.RNNBase):  # its kernel's gates, as the probe sees them
@@ -110,7 +122,15 @@ class ModelLayout:
             where = names[stack[-1]] if stack else type(model).__name__
             acts.append((f"{where}:{type(standin).__name__}", standin))
 
-        watch = ForwardCalls(functional)
+        attending: set[nn.Module] = set()  # modules that called an attention kernel
+        entered: list[tuple] = []  # the inputs of the modules on the stack
+        gains: dict[str, float] = {}
+
+        def attention():
+            if stack:
+                attending.add(stack[-1])
+
+        watch = ForwardCalls(functional, attention)
         hooks = [h for m in model.modules()
                  for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
         found = types.SimpleNamespace(layout=None)
@@ -121,6 +141,7 @@ class ModelLayout:
             for h in hooks:
                 h.remove()
         found.layout = cls._from_calls(model, names, first, calls, acts, watch)
+        found.layout.gains = gains
 
     @classmethod
     def _from_calls(cls, model, names, first, calls, acts, watch) -> "ModelLayout":
@@ -158,6 +179,22 @@ class ModelLayout:
             named.append((name + (f" (call {count[m]})" if twice else ""), m))
         return cls(entries, named, roles, any(m not in calls for _, m in acts), notes,
                    skipped, {names[m] for m in calls})
+
+
+def _gain(inputs: tuple, output) -> float | None:
+    """RMS of an output (its first tensor) over RMS of the first tensor of inputs; None where
+    either is not a floating tensor or the input is all zeros."""
+    def first(v):
+        if isinstance(v, (tuple, list)):
+            return next((t for t in v if torch.is_tensor(t)), None)
+        return v if torch.is_tensor(v) else None
+    x, y = first(inputs), first(output)
+    if x is None or y is None or not (x.is_floating_point() and y.is_floating_point()):
+        return None
+    with torch.no_grad():
+        rms_x = float(x.detach().double().square().mean().sqrt())
+        rms_y = float(y.detach().double().square().mean().sqrt())
+    return rms_y / rms_x if rms_x > 0 else None
 
 
 def _role(module: nn.Module, p: torch.Tensor, watch: ForwardCalls) -> str:

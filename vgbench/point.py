@@ -91,6 +91,9 @@ class Point:
     'ratio' (the first step's input gradient over the last step's), 'signal' (whether the
     gradient that reaches its inputs carries the labels: inspection._time_signal; NaN: not
     taken), 'name'}."""
+    attention: list[dict] = field(default_factory=list)
+    """Per attention module (inspect only): {'name', 'saturated' (the share of its softmax
+    rows on a flat tail), 'gain' (its output's RMS over its input's: layout.gains)}."""
 
     def layer_name(self, i: int) -> str:
         """The i-th (0-based) weight's name."""
