@@ -117,7 +117,24 @@ THRESHOLDS = (
               "gates do not learn): 1.03-1.12; labels in the first step: 0.95; no tie gives "
               "about 1",
               "seeds 1 and 2: rows 1.70-4.82, last-step labels 1.79-1.87 (0.2 above the "
-              "line); recall 0.86-0.97, first-step labels 1.05-1.06"),
+              "line); recall 0.86-0.97, first-step labels 1.05-1.06. Read at the output "
+              "layer for VANISH_REACH (not set there, tested): the GPT stack x0.1, seeds 0-2, "
+              "1.46, 0.87, 0.70 (did not learn; seed 0 3% below the line); the same stack "
+              "labelled by its last token (learns, 1.0): 4.08 and 4.39 (seeds 0, 1); timm's "
+              "vit_tiny x0.1: 1.01-1.02"),
+    Threshold("VANISH_REACH", "vanishing across positions (attention)",
+              "the zoo's GPT stack at seed 0 (benchmarks/zoo: read at its last position, "
+              "recalling the first of 24 tokens; AdamW, at init) with its twins, and the "
+              "TransformerEncoders over rows (mean-pooled) with theirs",
+              "GPT design 0.040 and sigmoid twin 0.038 (both learn); every matrix x0.1 "
+              "3.3e-4 (did not learn, 0.32); the line at the family's 200x (VANISH_SPREAD, "
+              "VANISH_TIME): 8 times below the design, 15 above x0.1. Rows encoders: 0.13 and "
+              "above (x0.1: 0.97-1.0, the pool reads every position). ReZero twins: 0, not "
+              "judged while their zero maps are zero",
+              "seeds 1 and 2: GPT design 0.039-0.044, sigmoid 0.038-0.042, x0.1 3.2e-4-3.6e-4 "
+              "(did not learn), rows encoders 0.076 and above; timm's vit_tiny (never used to "
+              "set it): design 0.015-0.016, x0.1 3.9e-4-4.1e-4; torchvision's small ViT not "
+              "measured (its head starts at zero: no gradient at init)"),
     Threshold("EXPLODE_TIME", "exploding through time (RNN, LSTM, GRU)",
               "the zoo's LSTM and GRU at seed 0 (benchmarks/zoo, rows of Fashion-MNIST, 28 "
               "steps, at init)",

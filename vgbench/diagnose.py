@@ -18,7 +18,10 @@ pre-activation scale. `diagnose` turns one such moment into one Verdict:
     vanishing   the input side's updates are orders of magnitude smaller than the output
                 side's, and the gradient shrinks layer by layer toward the input; or, in
                 a recurrent layer (time is depth), the loss's gradient with respect to
-                the first step's input is orders of magnitude smaller than the last's
+                the first step's input is orders of magnitude smaller than the last's;
+                or, across positions, an attention routes almost no gradient to the
+                positions the output does not read, and what it reads says nothing of
+                the labels
     frozen      no layer's update is large enough to move it within a training budget,
                 although the gradient does not shrink toward the input (a ratio that looks
                 fine)
@@ -110,7 +113,8 @@ TIME_SIGNAL = 1.5
 """vanishing through time needs, as well, that the gradient reaching the recurrent layer's
 inputs carries nothing about the labels: the common part of its input weights'
 per-example gradients with the batch's labels over the same with the labels shifted by one
-example (inspection._time_signal; about 1 without a tie) at most this. A recurrence whose
+example (reach.label_signal; about 1 without a tie) at most this (vanishing across
+positions reads it at the output layer's weight). A recurrence whose
 gradient reaches only the last steps still learns where those steps tell the label
 (Fashion-MNIST's rows), not where the answer lies further back (recalling the first
 token). Set on seed 0, batch 64, at init: the zoo's LSTM and GRU on rows with their x0.1
@@ -121,6 +125,14 @@ on seeds 1 and 2: rows 1.70-4.82, last-step labels 1.79 and 1.87; recall 0.86-0.
 step labels 1.05 and 1.06. At smaller batches the rows fall toward 1 (the zoo's LSTM and
 GRU, seeds 0-2: 1 of 6 below the line at batch 32, 2 of 6 at batch 16), and the ratio's
 false alarm returns; the recall cases stayed below."""
+VANISH_REACH = 5e-3
+"""vanishing across positions: at the stream the first attention adds to, the loss's
+gradient at the median position is below this share of the position that gets the most
+(reach.across_positions; the depth rule's 200x, as VANISH_TIME): a network that reads its
+output from one position (a decoder's last token, a class token) hears the others only
+through its attention, and here it routes almost nothing. Judged, like VANISH_TIME, only
+where the output layer's gradient does not carry the labels (TIME_SIGNAL, at the output
+layer's weight): the position read may tell the answer itself. Calibration: calibration.py."""
 EXPLODE_TIME = 10.0
 """exploding through time: a recurrent layer where the loss's gradient with respect to its
 first time step's input is above this many times the last step's: it grows as it goes back
@@ -294,6 +306,17 @@ def diagnose(point: Point, theory: dict | None = None, moment: str = "",
                            f"(gain {_g(per_step)} per step)",
                            time_ratio=t["ratio"], time_steps=t["steps"],
                            gain_per_step=per_step, gain_per_layer=g)
+    for t in point.positions:
+        if t["reach"] < VANISH_REACH and not t.get("signal", math.nan) > TIME_SIGNAL:
+            return verdict("vanishing", t["layer"],
+                           f"across {t['positions']} positions: the loss's gradient at the "
+                           f"median position of the stream it adds to is {_g(t['reach'])} "
+                           "of the largest, and the output layer's gradient carries nothing "
+                           "of the labels: what the output reads does not tell them, and "
+                           "the other positions are out of reach",
+                           reach=t["reach"], positions=t["positions"],
+                           attention=t["name"], label_signal=t.get("signal"),
+                           gain_per_layer=g)
     if upd[top] < FROZEN_UPDATE:
         return verdict("frozen", None,
                        f"the largest update is {_g(upd[top])} of a weight per step "

@@ -34,6 +34,7 @@ from vgbench.diagnostics import as_it_was, same_draws
 from vgbench.layout import ModelLayout
 from vgbench.point import HIDDEN_METRICS, Point
 from vgbench.probe import Probe
+from vgbench.reach import across_positions, call, label_signal
 from vgbench.updater import Updater
 
 DEFAULT_LR = 0.01
@@ -41,10 +42,6 @@ DEFAULT_LR = 0.01
 protocol's)."""
 class InspectError(ValueError):
     """The model or the batch cannot be inspected as given; the message says what to pass."""
-
-
-def _forward(model, x):
-    return model(*x) if isinstance(x, tuple) else model(x)
 
 
 @dataclass
@@ -61,6 +58,9 @@ class Report:
     through_time: dict = field(default_factory=dict)
     """Per recurrent module: the loss's gradient norm with respect to its input at each
     time step (inspect's _loss_and_time)."""
+    positions: dict = field(default_factory=dict)
+    """Per first attention: the loss's gradient norm with respect to the stream it adds to at
+    each position, and its reach (reach.across_positions)."""
 
     def table(self) -> str:
         """The per-layer table, then the activations and the verdict, as text."""
@@ -155,10 +155,16 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     modules = dict(model.named_modules())
     for name, t in through_time.items():  # only where the ratio alone would be vanishing
         if t["ratio"] < diagnose.VANISH_TIME:
-            t["signal"] = _time_signal(model, inputs, targets, loss_fn, modules[name])
+            t["signal"] = label_signal(model, inputs, targets, loss_fn,
+                                       getattr(modules[name], "weight_ih_l0", None))
     if not layout.entries:
         raise InspectError("no trainable weight was used in the forward pass (every "
                            "parameter is frozen or unused)")
+    positions = across_positions(model, inputs, targets, loss_fn, layout.callers)
+    for t in positions.values():  # only where the reach alone would be vanishing, and is
+        gated = t["reach"] == 0 and "zero" in layout.roles  # judged once the zeros move
+        if t["reach"] < diagnose.VANISH_REACH and not gated:
+            t["signal"] = label_signal(model, inputs, targets, loss_fn, layout.output())
     notes = list(layout.notes)
     if not model.training:  # as it was, and stays
         notes.append("the model was in eval mode: measured in train mode (dropout and batch "
@@ -174,7 +180,7 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     point = probe.measure(model, 0, Updater(optimizer))
     notes += sorted(probe.notes)
     return _report(layout, probe, point, float(value), "train", notes, through_time,
-                   modules)
+                   modules, positions)
 
 
 def _loss_and_time(model, x, targets, loss_fn):
@@ -198,7 +204,7 @@ def _loss_and_time(model, x, targets, loss_fn):
              if isinstance(m, nn.RNNBase)]
     try:
         with as_it_was(model, train=True), torch.enable_grad():  # roles need the graph
-            value = loss_fn(_forward(model, x), targets)
+            value = loss_fn(call(model, x), targets)
             if not torch.is_tensor(value) or value.dim() != 0:
                 shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
                 raise InspectError(f"the loss returned {shape}, not a scalar: reduce it "
@@ -220,43 +226,6 @@ def _loss_and_time(model, x, targets, loss_fn):
     return value.detach(), profile
 
 
-def _time_signal(model, x, targets, loss_fn, module: nn.Module) -> float:
-    """Whether the gradient that reaches a recurrent module's inputs carries the labels: the
-    common part of the examples' own gradients g_i of its first input weight (weight_ih_l0),
-    B ||mean_i g_i||^2 / mean_i ||g_i||^2 (about 1 for noise around zero), with the batch's
-    own labels over the same with each example given its neighbour's label (targets rolled
-    by one: the labels' frequencies and the model's response to its inputs stay, their tie
-    to the inputs goes). About 1 where the steps the gradient reaches say nothing about the
-    label (a memory task whose answer lies further back); above where they do. Each g_i from
-    a forward and backward of example i alone (train mode, the probe's fixed dropout draws,
-    norm statistics restored): 2 B passes. NaN where it cannot be taken (targets that are
-    not one per example, a model that cannot run on one example)."""
-    w = getattr(module, "weight_ih_l0", None)
-    n = len(x[0] if isinstance(x, tuple) else x)
-    if (w is None or not w.requires_grad or not torch.is_tensor(targets)
-            or len(targets) != n):
-        return math.nan
-    common = []
-    try:
-        for labels in (targets, targets.roll(1, 0)):  # the same dropout draws for both
-            with as_it_was(model, train=True), torch.enable_grad(), same_draws(x):
-                total, energy = torch.zeros_like(w, dtype=torch.float64), 0.0
-                for i in range(n):
-                    xi = tuple(t[i:i + 1] for t in x) if isinstance(x, tuple) else x[i:i + 1]
-                    (g,) = torch.autograd.grad(loss_fn(_forward(model, xi), labels[i:i + 1]),
-                                               w, allow_unused=True)
-                    if g is None:
-                        return math.nan
-                    g = g.double()
-                    total += g
-                    energy += float(g.square().sum())
-                common.append(n * float((total / n).square().sum()) / (energy / n)
-                              if energy else math.nan)
-    except (RuntimeError, ValueError):  # e.g. BatchNorm in train mode on one example
-        return math.nan
-    return common[0] / common[1] if common[1] else math.nan
-
-
 def _cross_entropy(output, targets):
     if not torch.is_tensor(output):
         raise InspectError(f"the model returned a {type(output).__name__}, not a tensor of "
@@ -266,7 +235,8 @@ def _cross_entropy(output, targets):
 
 
 def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: str,
-            notes: list[str], through_time: dict, modules: dict) -> Report:
+            notes: list[str], through_time: dict, modules: dict,
+            positions: dict) -> Report:
     p = point.metrics()
     used = [i for i in range(len(layout.entries)) if i not in probe.unused]
     skipped = list(layout.skipped)
@@ -321,6 +291,13 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
     time = [{"layer": place[modules[name]], "steps": t["steps"], "ratio": t["ratio"],
              "signal": t.get("signal", math.nan), "name": name}
             for name, t in through_time.items() if modules.get(name) in place]
+    # an attention's place: its first weight's, its own or its submodules' (timm's qkv)
+    inside = {name: next((k + 1 for k, n in enumerate(names) if n.startswith(name + ".")),
+                         None) for name in positions}
+    reached = [{"layer": inside[name], "positions": t["positions"],
+                "reach": t["reach"], "signal": t.get("signal", math.nan), "name": name}
+               for name, t in positions.items()
+               if inside[name] is not None and not (t["reach"] == 0 and zero)]
     # the chain's weights, the activations as "4 (ReLU)" (a Sequential's names are numbers)
     # the verdict reads the elementwise activations; an attention's softmax only with the
     # attention's gain (docs/thresholds.md: its rows saturate in models that train)
@@ -331,6 +308,7 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
                   "gain": a["gain"]} for a in acts if a["gain"] is not None]
     seen = dataclasses.replace(
         point.select(chain, names), grad_rms=rms, through_time=time, attention=attention,
+        positions=reached,
         **hidden,
         rectifier=[point.rectifier[j] for j in reads] if point.rectifier else None,
         activations=[f"{layout.acts[j][0]} ({type(layout.acts[j][1]).__name__})"
@@ -359,7 +337,29 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
                          " the steps the gradient reaches "
                          + ("carry the labels, not a verdict" if carries else
                             "do not carry the labels"))
-    return Report(layers, acts, v, loss, mode, notes, skipped, through_time)
+    notes += position_notes(positions, zero)
+    return Report(layers, acts, v, loss, mode, notes, skipped, through_time, positions)
+
+
+def position_notes(positions: dict, zero: list[str]) -> list[str]:
+    """What the reach across positions says, per attention measured."""
+    notes = []
+    for name, t in positions.items():
+        if t["reach"] == 0 and zero:
+            notes.append(f"{name}: no gradient reaches the stream's other positions while "
+                         "weights are all zeros (they open the path once they move): the "
+                         "reach across positions is not in the verdict")
+            continue
+        notes.append(f"{name}: at the stream it adds to ({t['via']}), the loss's gradient at "
+                     f"the median of {t['positions']} positions is {t['reach']:.2g} of the "
+                     f"largest (below {diagnose.VANISH_REACH:g} the verdict is vanishing, "
+                     "unless what the output layer reads carries the labels)")
+        if "signal" in t:
+            carries = t["signal"] > diagnose.TIME_SIGNAL
+            notes.append(f"the output layer's gradient: its common part is {t['signal']:.3g} "
+                         "times what it is with each example given its neighbour's label "
+                         f"({'above' if carries else 'not above'} {diagnose.TIME_SIGNAL:g})")
+    return notes
 
 
 def _num(v):

@@ -57,6 +57,10 @@ class ModelLayout:
     first input of the module that called it (the block whose residual stream it is added
     to; its own input where nothing called it), on the recorded forward (its last call):
     how large what it adds is next to what the skip around it carries."""
+    callers: dict[str, str] = field(default_factory=dict)
+    """Per module that called an attention kernel, in the order of their first calls: the
+    name of the module that called it (the block whose stream it adds to; '' where nothing
+    did): reach.across_positions taps that block's input."""
 
     def layers(self):
         return self.entries
@@ -69,6 +73,12 @@ class ModelLayout:
         zero ones (role 'zero') that are `moved` (no longer all zeros: in a training run)."""
         return [i for i, role in enumerate(self.roles)
                 if role == "weight" or role == "zero" and i in moved]
+
+    def output(self) -> torch.Tensor | None:
+        """The weight of the last layer the forward calls (role weight or zero): the one the
+        output is read through."""
+        return next((w for (_, _, w), role in zip(reversed(self.entries), reversed(self.roles))
+                     if role in ("weight", "zero")), None)
 
     def gated(self, chain: list[int], grad_norm: list[float], zero: list[int]) -> list[int]:
         """The weights of chain that get no gradient while weights that are all zeros
@@ -109,6 +119,7 @@ class ModelLayout:
             stack.pop()
             entered.pop()
             if module in attending:  # against its caller's input: the stream
+                callers.setdefault(names[module], names[stack[-1]] if stack else "")
                 gain = _gain(entered[-1] if entered else inputs, output)
                 if gain is not None:
                     gains[names[module]] = gain
@@ -125,6 +136,7 @@ class ModelLayout:
         attending: set[nn.Module] = set()  # modules that called an attention kernel
         entered: list[tuple] = []  # the inputs of the modules on the stack
         gains: dict[str, float] = {}
+        callers: dict[str, str] = {}
 
         def attention():
             if stack:
@@ -141,7 +153,7 @@ class ModelLayout:
             for h in hooks:
                 h.remove()
         found.layout = cls._from_calls(model, names, first, calls, acts, watch)
-        found.layout.gains = gains
+        found.layout.gains, found.layout.callers = gains, callers
 
     @classmethod
     def _from_calls(cls, model, names, first, calls, acts, watch) -> "ModelLayout":

@@ -89,8 +89,13 @@ class Point:
     through_time: list[dict] = field(default_factory=list)
     """Per recurrent layer: {'layer' (its 1-based place among the weights), 'steps',
     'ratio' (the first step's input gradient over the last step's), 'signal' (whether the
-    gradient that reaches its inputs carries the labels: inspection._time_signal; NaN: not
+    gradient that reaches its inputs carries the labels: reach.label_signal; NaN: not
     taken), 'name'}."""
+    positions: list[dict] = field(default_factory=list)
+    """Per first attention (inspect only): {'layer' (its 1-based place among the weights),
+    'positions', 'reach' (the loss's gradient at the median position of the stream it adds
+    to over the largest: reach.across_positions), 'signal' (whether the output layer's
+    gradient carries the labels; NaN: not taken), 'name'}."""
     attention: list[dict] = field(default_factory=list)
     """Per attention module (inspect only): {'name', 'saturated' (the share of its softmax
     rows on a flat tail), 'gain' (its output's RMS over its input's: layout.gains)}."""
