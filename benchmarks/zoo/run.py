@@ -34,8 +34,20 @@ def calls(r: dict, tool: str) -> list[str] | None:
     return r.get("peers", {}).get(tool)
 
 
+def designs(records: list[dict]) -> dict:
+    """{(model, seed): the design's record} of the designs among records."""
+    return {(r["model"], r["seed"]): r for r in records if r["twin"] == "-"}
+
+
+def design_of(r: dict, known: dict) -> dict | None:
+    """The record of r's design at r's seed (None: not run)."""
+    return known.get((r["model"], r["seed"]))
+
+
 def table(records: list[dict]) -> str:
     from tabulate import tabulate
+
+    known = designs(records)
 
     def shown(r, tool):
         if tool == "torchmortem" and r.get("torchmortem", {}).get("error"):
@@ -43,7 +55,7 @@ def table(records: list[dict]) -> str:
         c = calls(r, tool)
         return "-" if c is None else ", ".join(c) or "healthy"
     rows = [[r["model"], r["twin"], r["seed"], f"{r['acc']:.3f}",
-             "yes" if r["learned"] else "no", r["verdict"], zoo.judge(r),
+             "yes" if r["learned"] else "no", r["verdict"], zoo.judge(r, design_of(r, known)),
              *(shown(r, t) for t in TOOLS[1:]), r["inspect_s"], r["step_ms"],
              _paired(r)]
             for r in records]
@@ -60,13 +72,15 @@ def _paired(r: dict) -> str:
 def rates(records: list[dict], tool: str = "vgbench") -> dict:
     """A tool's false alarms among runs that learned, right causes among runs that did not
     (only the cases it was run on)."""
+    known = designs(records)
     records = [r for r in records if calls(r, tool) is not None]
-    judged = [(r, zoo.peer_judge(r, calls(r, tool))) for r in records]
+    judged = [(r, zoo.peer_judge(r, calls(r, tool), design_of(r, known))) for r in records]
     learned = [j for r, j in judged if r["learned"]]
-    broken = [j for r, j in judged if not r["learned"]]
+    broken = [j for r, j in judged if not r["learned"] and j != zoo.NO_TRUTH]
     return {"learned": len(learned), "false_alarms": learned.count("false alarm"),
             "broken": len(broken), "right_cause": broken.count("right"),
-            "missed": broken.count("missed")}
+            "missed": broken.count("missed"),
+            "no_truth": sum(j == zoo.NO_TRUTH for _, j in judged)}
 
 
 def summary(records: list[dict]) -> str:
@@ -80,9 +94,10 @@ def summary(records: list[dict]) -> str:
         if not r["learned"] + r["broken"]:
             continue
         rows.append([tool, f"{r['false_alarms']} / {r['learned']}",
-                     f"{r['right_cause']} / {r['broken']}", r["missed"]])
+                     f"{r['right_cause']} / {r['broken']}", r["missed"], r["no_truth"]])
     text = tabulate(rows, headers=["tool", "false alarms / runs that learned",
-                                   "right cause / runs that did not", "missed"],
+                                   "right cause / runs that did not", "missed",
+                                   "no ground truth"],
                     tablefmt="github")
     failed = sorted({r["torchmortem"]["error"] for r in records
                      if r.get("torchmortem", {}).get("error")})
@@ -167,8 +182,9 @@ def main(argv=None) -> int:
             done[key] = r
             with path.open("a") as f:
                 f.write(json.dumps(r) + "\n")
+            call = zoo.judge(r, design_of(r, designs(list(done.values()))))
             print(f"{name:20s} {twin or '-':8s} seed {seed}: {r['verdict']:11s} acc "
-                  f"{r['acc']:.3f} ({zoo.judge(r)}; inspect {r['inspect_s']:.1f} s, train "
+                  f"{r['acc']:.3f} ({call}; inspect {r['inspect_s']:.1f} s, train "
                   f"{r['train_s']:.0f} s)", flush=True)
         r = done[key]
         if args.peers and ("torchmortem" not in r or "paired" not in r["torchmortem"]):
