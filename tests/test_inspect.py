@@ -1,5 +1,6 @@
 """Any model: vgbench.inspect, vgbench.assert_gradient_flow and the vg_inspect fixture."""
 
+import copy
 import math
 import warnings
 from dataclasses import replace
@@ -679,3 +680,46 @@ def test_positions_out_of_reach_are_vanishing_where_the_answer_lies_there():
     assert gated.positions["blocks.0.self_attn"]["reach"] == 0
     assert gated.verdict["verdict"] == "healthy"
     assert any("reach across positions is not in the verdict" in n for n in gated.notes)
+
+
+def test_a_large_first_step_is_exploding_only_if_the_loss_stays_up(real_data):
+    """Where a large step decides the verdict, inspect takes LOOKAHEAD real steps of the
+    optimizer on the batch (diagnose.LOSS_RISE on what follows, as watch reads a run). The
+    suite's tanh MLP at SGD lr 1.0 (explode_tanh, never learns): the loss climbs, exploding;
+    its BatchNorm MLP at lr 0.5: one step moves its output layer by 0.15 of its norm and the
+    loss falls after it: healthy. Everything is put back: weights, norm statistics, the
+    optimizer's state and learning rate, .grad."""
+    from vgbench import data
+    from vgbench.lookahead import LOOKAHEAD
+
+    s = data.split(real_data, 42, limit=1024)
+    x, y = s.train_x[:256], s.train_y[:256]
+
+    def inspected(name, lr):
+        cfg = replace(registry.get(name).config, epochs=0, lr=lr)
+        mlp = M.build(cfg)
+        return mlp, vgbench.inspect(mlp, x, y, optimizer=M.make_optimizer(
+            list(mlp.parameters()), cfg))
+
+    _, r = inspected("tanh_xavier", 1.0)
+    assert r.verdict["verdict"] == "exploding"
+    assert r.verdict["evidence"]["loss_rise"] >= diagnose.LOSS_RISE
+    mlp, r = inspected("batchnorm", 0.5)
+    assert r.verdict["verdict"] == "healthy"
+    assert r.verdict["evidence"]["loss_rise"] < diagnose.LOSS_RISE
+    assert max(u["update_ratio"] or 0 for u in r.layers) > diagnose.EXPLODE_UPDATE
+    assert any(f"over {LOOKAHEAD} real steps" in n for n in r.notes)
+    opt = torch.optim.AdamW(mlp.parameters(), lr=0.5, betas=(0.8, 0.9))
+    F.cross_entropy(mlp(x), y).backward()
+    opt.step()  # some state, and a .grad of the user's
+    before = {k: v.clone() for k, v in mlp.state_dict().items()}
+    grads = [p.grad.clone() for p in mlp.parameters()]
+    state = copy.deepcopy(opt.state_dict())
+    r = vgbench.inspect(mlp, x, y, optimizer=opt)
+    assert "loss_rise" in r.verdict["evidence"]  # the steps were taken
+    assert all(torch.equal(v, before[k]) for k, v in mlp.state_dict().items())
+    assert all(torch.equal(p.grad, g) for p, g in zip(mlp.parameters(), grads))
+    after = opt.state_dict()
+    assert after["param_groups"] == state["param_groups"]
+    assert all(torch.equal(after["state"][i][k], v) for i, st in state["state"].items()
+               for k, v in st.items())

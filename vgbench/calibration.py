@@ -57,7 +57,18 @@ THRESHOLDS = (
     Threshold("OVERSHOOT", "exploding at init (the step raises the batch's loss)", ZOO0,
               "every run that learned lowered the loss (by 0.2% at least); timm's MLP-Mixer "
               "at AdamW lr x100 raised it by 37%", "the zoo at seed 1 (32 runs): no call "
-              "changed"),
+              "changed. Models never used to set it: torchvision's ConvNeXt-Tiny under "
+              "AdamW without warm-up raises it by 41-50% and learns (0.78-0.80): excused "
+              "since by the loss over LOOKAHEAD steps"),
+    Threshold("LOOKAHEAD", "exploding at init: the real steps on the probe batch whose "
+              "losses LOSS_RISE reads where a large step or an overshoot decides",
+              "watch's sampling interval in the zoo's runs under watch (every 10), where "
+              "LOSS_RISE was set; then checked, not tuned, on the zoo's seed 0",
+              "seed 0: ConvNeXt-Tiny's design and sigmoid twin (AdamW, learn) 0.57 and 0.58; "
+              "timm's MLP-Mixer at lr x100 (did not learn) 3.46; ResNet-50's design (SGD lr "
+              "0.02, no warm-up, learns 0.57) 2.06: still a false alarm; the suite's tanh MLP "
+              "at SGD lr 1.0 (explode_tanh, never learns) 5.3",
+              "the zoo's seeds 1 and 2: benchmarks/zoo/RESULTS.md", module="lookahead"),
     Threshold("DEAD_SHARE", "dead units", "SageMaker Debugger's DeadRelu threshold_layer "
               "(50%)", "ReLU nets with zero biases: up to 23% at init (seeds 42-46, depth 7); "
               "dead_relu (biases -1): 92%", "the sweep's seeds 43-45 and the controls"),

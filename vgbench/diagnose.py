@@ -69,15 +69,18 @@ REPLACE_STEP = 1.0
 (Point.update_scaled) replaces the weight in one step; on the batch it was computed on it
 can still lower the loss, but training does not recover."""
 LOSS_RISE = 1.5
-"""exploding in a watched run (diagnose's loss_rise): a step below REPLACE_STEP is an
-explosion only if the mean loss over the steps after it is at least this many times the
-mean over the steps up to it; a large step after which the loss goes on falling is the
-optimizer's (SGD momentum on a head, AdamW's first step), not an explosion."""
+"""exploding, where the loss after the step is known (diagnose's loss_rise): a step below
+REPLACE_STEP, or one that overshoots (OVERSHOOT), is an explosion only if the mean loss over
+the steps after it is at least this many times the mean over the steps up to it; a large
+step after which the loss goes on falling is the optimizer's (SGD momentum on a head,
+AdamW's first step), not an explosion. A watched run gives it from the run; inspect from
+lookahead.LOOKAHEAD real steps on the probe batch (everything put back after)."""
 OVERSHOOT = 0.1
 """exploding at init (moments 'init' and 'inspect'): the step the optimizer would take raises
 the probe batch's loss by more than this share: it overshoots on the very batch it was
-computed from. Not applied once training has started, where a step near a minimum can
-raise a small loss by more than this."""
+computed from, unless the loss over the steps after it stays below LOSS_RISE times the
+start. Not applied once training has started, where a step near a minimum can raise a small
+loss by more than this."""
 DEAD_SHARE = 0.5
 """dead units: a hidden layer of rectifiers with at least this share of its units dead."""
 SATURATED_SHARE = 0.5
@@ -273,7 +276,7 @@ def diagnose(point: Point, theory: dict | None = None, moment: str = "",
                        ratio_rms=rms[0] / rms[-1] if rms[-1] else None,
                        loss=loss, loss_after_step=after)
     if (moment in ("init", "inspect") and loss and after is not None and math.isfinite(after)
-            and after > loss * (1 + OVERSHOOT)):
+            and after > loss * (1 + OVERSHOOT) and not calm):
         return verdict("exploding", None,
                        f"the step the optimizer would take raises the batch's loss from "
                        f"{_g(loss)} to {_g(after)} ({after / loss - 1:+.0%}): it overshoots",

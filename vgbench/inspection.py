@@ -32,6 +32,7 @@ from torch import nn
 from vgbench import diagnose, files
 from vgbench.diagnostics import as_it_was, same_draws
 from vgbench.layout import ModelLayout
+from vgbench.lookahead import LOOKAHEAD, loss_rise
 from vgbench.point import HIDDEN_METRICS, Point
 from vgbench.probe import Probe
 from vgbench.reach import across_positions, call, label_signal
@@ -180,7 +181,8 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     point = probe.measure(model, 0, Updater(optimizer))
     notes += sorted(probe.notes)
     return _report(layout, probe, point, float(value), "train", notes, through_time,
-                   modules, positions)
+                   modules, positions,
+                   lambda: loss_rise(model, optimizer, inputs, targets, loss_fn))
 
 
 def _loss_and_time(model, x, targets, loss_fn):
@@ -236,7 +238,9 @@ def _cross_entropy(output, targets):
 
 def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: str,
             notes: list[str], through_time: dict, modules: dict,
-            positions: dict) -> Report:
+            positions: dict, lookahead) -> Report:
+    """The report from the probe's point; lookahead() gives the loss rise over real steps
+    on the batch, taken only where a large step is the verdict's question."""
     p = point.metrics()
     used = [i for i in range(len(layout.entries)) if i not in probe.unused]
     skipped = list(layout.skipped)
@@ -314,7 +318,16 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
         activations=[f"{layout.acts[j][0]} ({type(layout.acts[j][1]).__name__})"
                      for j in reads])
     diverged = None if math.isfinite(loss) else f"the loss is {loss}"
-    v = diagnose.diagnose(seen, None, "inspect", None, diverged).to_dict()
+    v = diagnose.diagnose(seen, None, "inspect", None, diverged)
+    if v.verdict == "exploding" and diagnose.diagnose(
+            seen, None, "inspect", None, diverged, loss_rise=1.0).verdict != "exploding":
+        rise = lookahead()  # a large step that the loss after it may yet excuse
+        v = diagnose.diagnose(seen, None, "inspect", None, diverged, loss_rise=rise)
+        v.evidence["loss_rise"] = rise
+        notes.append(f"the loss over {LOOKAHEAD} real steps of the optimizer on the batch "
+                     f"is {rise:.3g} times the loss before them (from {diagnose.LOSS_RISE:g} "
+                     "a large step is exploding; weights and optimizer put back)")
+    v = v.to_dict()
     if v["layer"]:  # diagnose counts layers 1.. along the chain, or the activations
         by_act = v["verdict"] in diagnose.BY_ACTIVATION
         v["layer_name"] = (layout.acts[reads[v["layer"] - 1]][0] if by_act
