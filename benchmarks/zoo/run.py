@@ -64,6 +64,38 @@ def table(records: list[dict]) -> str:
                                    "torchmortem's step x"], tablefmt="github")
 
 
+def matrix(records: list[dict]) -> str:
+    """One row per model, one column per twin (the design first): each cell the verdicts
+    over the seeds run (distinct ones, in seed order), how many of those runs learned, and
+    how many of vgbench's calls were wrong (false alarm, missed, wrong cause) or had no
+    ground truth (the design did not learn at that seed)."""
+    from tabulate import tabulate
+
+    known = designs(records)
+    twins = ["-", *(t for t in zoo.TWINS if any(r["twin"] == t for r in records))]
+    rows = []
+    for name in zoo.MODELS:
+        mine = [r for r in records if r["model"] == name]
+        if not mine:
+            continue
+        row = [name]
+        for twin in twins:
+            runs = sorted((r for r in mine if r["twin"] == twin), key=lambda r: r["seed"])
+            if not runs:
+                row.append("")
+                continue
+            calls = [zoo.judge(r, design_of(r, known)) for r in runs]
+            wrong = sum(c not in ("right", zoo.NO_TRUTH) for c in calls)
+            lost = calls.count(zoo.NO_TRUTH)
+            cell = (" / ".join(dict.fromkeys(r["verdict"] for r in runs))
+                    + f" ({sum(r['learned'] for r in runs)}/{len(runs)} learned")
+            cell += f", {wrong} wrong" if wrong else ""
+            cell += f", {lost} no ground truth)" if lost else ")"
+            row.append(cell)
+        rows.append(row)
+    return tabulate(rows, headers=["model", "design", *twins[1:]], tablefmt="github")
+
+
 def _paired(r: dict) -> str:
     p = (r.get("torchmortem") or {}).get("paired")
     return f"{p['autopsy_ms'] / p['plain_ms']:.2f}" if p else "-"
@@ -199,7 +231,7 @@ def main(argv=None) -> int:
             print(f"{name:20s} {twin or '-':8s} seed {seed}: torchmortem "
                   f"{tm.get('error') or ', '.join(tm['calls']) or 'healthy'}", flush=True)
     records = [done[(n, t or "-", s)] for n, t, s in todo]
-    text = table(records) + "\n\n" + summary(records)
+    text = matrix(records) + "\n\n" + table(records) + "\n\n" + summary(records)
     text += f"\n\nwall {time.perf_counter() - t0:.0f} s\n"
     (out / "zoo.md").write_text(text)
     print(text)

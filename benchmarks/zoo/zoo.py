@@ -66,10 +66,11 @@ VGG = Recipe("sgd", 0.0025, 5e-4)
 """torchvision's VGG recipe (SGD lr 0.01 at batch 256, scaled to 64); at the ResNet recipe
 (0.02) vgg11_bn does not learn (0.10, seed 0) and reads exploding, at this one it reaches
 0.825."""
-EFFICIENT = Recipe("rmsprop", 0.004, 1e-5)
-"""EfficientNet's own recipe (RMSprop, lr 0.256 at batch 4096 scaled to 64); at the CNN
-recipe (SGD lr 0.02) the design does not learn in the budget (0.27, seed 0) and reads
-exploding."""
+EFFICIENT = Recipe("adamw", 1e-3, 0.05)
+"""EfficientNet at timm's AdamW (the transformers' recipe here): at the CNN recipe (SGD lr
+0.02) the design does not learn in the budget (0.27, seed 0) and reads exploding; at the
+paper's RMSprop (lr 0.256 at batch 4096 scaled to 64, no warm-up) it learns at 1 seed of 3
+(0.555, 0.349, 0.201); at this one at seeds 1 and 2 (0.561, 0.582; seed 0: the zoo run)."""
 
 
 @dataclass(frozen=True)
