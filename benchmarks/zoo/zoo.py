@@ -39,21 +39,15 @@ class Recipe:
     """How the model is usually trained, scaled to a CPU budget."""
 
     optimizer: str
-    """'sgd' (SGD with momentum 0.9), 'adamw', or 'rmsprop' (TensorFlow's as the
-    EfficientNet and MobileNetV3 papers train: decay 0.9, momentum 0.9)."""
+    """'sgd' (SGD with momentum 0.9) or 'adamw'."""
     lr: float
     weight_decay: float = 0.0
     steps: int = 150
-    eps: float = 1e-3
-    """RMSprop's epsilon (TensorFlow's recipe: 1e-3)."""
 
     def make(self, params) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.lr, momentum=0.9,
                                    weight_decay=self.weight_decay)
-        if self.optimizer == "rmsprop":
-            return torch.optim.RMSprop(params, lr=self.lr, alpha=0.9, momentum=0.9,
-                                       eps=self.eps, weight_decay=self.weight_decay)
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
