@@ -5,6 +5,7 @@ verdict checked against its own training run (benchmarks/zoo/zoo.py).
 """
 
 import pytest
+import torch
 
 import zoo
 
@@ -69,3 +70,41 @@ def test_a_zoo_run_under_watch_gives_its_timeline_and_its_ground_truth():
     bad = watched.case("transformer_pre", "lr_x100", seed=0, every=5, steps=20)
     assert bad["first_alarm"] == "exploding at 0"
     assert "exploding" in watched.tables([r, bad])
+
+
+def test_a_run_whose_design_did_not_learn_has_no_ground_truth():
+    """A twin that did not learn proves its cause only where the design (the fix) learned
+    at that seed; the design that did not learn has no intervention to prove one. Both are
+    counted apart, in neither rate; a run that learned is judged as ever."""
+    import run
+
+    def rec(twin, learned, verdict):
+        return {"model": "resnet50", "twin": twin, "seed": 2, "learned": learned,
+                "verdict": verdict, "expected": ["dead units"] if twin != "-" else ["healthy"]}
+
+    design, dead, x01 = rec("-", False, "exploding"), rec("dead", False, "dead units"), \
+        rec("x0.1", True, "exploding")
+    assert zoo.judge(dead) == "right" and zoo.judge(dead, design) == zoo.NO_TRUTH
+    assert zoo.judge(design, design) == zoo.NO_TRUTH
+    assert zoo.judge(x01, design) == "false alarm"
+    r = run.rates([design, dead, x01])
+    assert (r["learned"], r["false_alarms"], r["broken"], r["no_truth"]) == (1, 1, 0, 2)
+    assert "(0/1 learned, 1 no ground truth)" in run.matrix([design, dead, x01])
+
+
+def test_norms_short_of_the_run_are_settled_and_the_others_left_as_trained():
+    """zoo.settle_norms recomputes a batch norm's running statistics only where its momentum
+    leaves the init's weighing more than 1% after the run (0.01 over 150 steps: 22%), on
+    training batches, and leaves a norm at momentum 0.1 (1e-7 after 150 steps) as trained."""
+    from torch import nn
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.BatchNorm1d(8, momentum=0.01),
+                        nn.Linear(8, 8), nn.BatchNorm1d(8))
+    slow, fast = net[2], net[4]
+    fast.running_mean.fill_(3.0)  # as training left it
+    task = zoo.Task("tokens", 0)
+    task.batch = lambda step: (torch.randn(64, 784) + 5.0, None)  # inputs far from the init's
+    assert zoo.settle_norms(net, task, 150) == ["2"]
+    assert slow.momentum == 0.01 and slow.running_mean.abs().mean() > 1.0
+    assert torch.equal(fast.running_mean, torch.full((8,), 3.0))
+    assert zoo.settle_norms(net, task, 1000) == []  # 0.99^1000: caught up
