@@ -8,9 +8,9 @@ pre-activation scale. `diagnose` turns one such moment into one Verdict:
     diverged    the loss or the weights are not finite
     exploding   one step would move some layer by a sizeable part of its own norm; or, in
                 a recurrent layer, the loss's gradient grows going back in time
-    dead units  a hidden layer of rectifiers (ReLU) has half or more of its units at slope
-                exactly 0 on every example of the probe batch: they pass no gradient and
-                cannot revive
+    dead units  a hidden layer of rectifiers (ReLU) has three quarters or more of its
+                units at slope exactly 0 on every example of the probe batch: they pass
+                no gradient and cannot revive
     saturated   half or more of all hidden activations sit on a flat tail (for a smooth
                 activation such as the sigmoid, exact zeros of the slope count here); or
                 an attention's softmax rows sit on one key while its output outweighs
@@ -81,8 +81,10 @@ the probe batch's loss by more than this share: it overshoots on the very batch 
 computed from, unless the loss over the steps after it stays below LOSS_RISE times the
 start. Not applied once training has started, where a step near a minimum can raise a small
 loss by more than this."""
-DEAD_SHARE = 0.5
-"""dead units: a hidden layer of rectifiers with at least this share of its units dead."""
+DEAD_SHARE = 0.75
+"""dead units: a hidden layer of rectifiers with at least this share of its units dead: it
+passes at most half the gradient's norm (sqrt(1 - 0.75)); half a layer off passes 0.7 of
+it, and nets that train have such layers (calibration.py)."""
 SATURATED_SHARE = 0.5
 """saturated: at least this share of all hidden activations on a flat tail
 (diagnostics.SLOPE_FRACTION), averaged over the hidden layers (one saturated layer is not
