@@ -342,14 +342,8 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
                      f"depth: below {diagnose.VANISH_TIME:g} the verdict is vanishing, unless "
                      "what the gradient reaches carries the labels)")
         if "signal" in t:
-            carries = t["signal"] > diagnose.TIME_SIGNAL
-            notes.append(f"{name}: the common part of its input weights' gradient is "
-                         f"{t['signal']:.3g} times what it is with each example given its "
-                         "neighbour's label "
-                         f"({'above' if carries else 'not above'} {diagnose.TIME_SIGNAL:g}):"
-                         " the steps the gradient reaches "
-                         + ("carry the labels, not a verdict" if carries else
-                            "do not carry the labels"))
+            notes.append(signal_note(f"{name}: the common part of its input weights' gradient",
+                                     t["signal"]))
     notes += position_notes(positions, zero)
     return Report(layers, acts, v, loss, mode, notes, skipped, through_time, positions)
 
@@ -368,11 +362,19 @@ def position_notes(positions: dict, zero: list[str]) -> list[str]:
                      f"largest (below {diagnose.VANISH_REACH:g} the verdict is vanishing, "
                      "unless what the output layer reads carries the labels)")
         if "signal" in t:
-            carries = t["signal"] > diagnose.TIME_SIGNAL
-            notes.append(f"the output layer's gradient: its common part is {t['signal']:.3g} "
-                         "times what it is with each example given its neighbour's label "
-                         f"({'above' if carries else 'not above'} {diagnose.TIME_SIGNAL:g})")
+            notes.append(signal_note("the common part of the output layer's gradient",
+                                     t["signal"]))
     return notes
+
+
+def signal_note(what: str, signal: float) -> str:
+    """reach.label_signal's reading in words: what it was taken on, and whether it carries
+    the labels (above TIME_SIGNAL, which excuses the verdict it was taken for)."""
+    carries = signal > diagnose.TIME_SIGNAL
+    return (f"{what} is {signal:.3g} times what it is with each example given its "
+            f"neighbour's label ({'above' if carries else 'not above'} "
+            f"{diagnose.TIME_SIGNAL:g}): what it reaches "
+            + ("carries the labels, not a verdict" if carries else "does not carry the labels"))
 
 
 def _num(v):
