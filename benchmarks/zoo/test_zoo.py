@@ -108,3 +108,12 @@ def test_norms_short_of_the_run_are_settled_and_the_others_left_as_trained():
     assert slow.momentum == 0.01 and slow.running_mean.abs().mean() > 1.0
     assert torch.equal(fast.running_mean, torch.full((8,), 3.0))
     assert zoo.settle_norms(net, task, 1000) == []  # 0.99^1000: caught up
+
+
+def test_the_sigmoid_twin_replaces_every_activation_module_or_refuses():
+    pytest.importorskip("timm", reason="the zoo extra: pip install -e '.[zoo]'")
+    net, _ = zoo.build(zoo.MODELS["timm_convnext_atto"], "sigmoid", 0)  # timm's own GELU class
+    kinds = {type(m).__name__ for m in net.modules() if zoo._activation(m)}
+    assert kinds == {"Sigmoid"}
+    with pytest.raises(ValueError, match="found no activation module"):
+        zoo.TWINS["sigmoid"].apply(torch.nn.Sequential(torch.nn.Linear(3, 2)), None)

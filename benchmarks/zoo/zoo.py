@@ -96,16 +96,34 @@ def _scale(factor: float):
     return apply
 
 
+ACTIVATION_MODULES = ("timm.layers.activations",)
+"""Modules whose classes are activations that wrap a function (timm's GELU, Swish, ...:
+not subclasses of torch's): the sigmoid twin replaces them too. Before they were listed,
+timm's ConvNeXt-atto sigmoid twin was its design (GELU left in place; seeds 0-2)."""
+
+
+def _activation(m: nn.Module) -> bool:
+    """Whether m is an elementwise activation module: torch's (ACTIVATIONS) or a library's
+    own wrapper of one (ACTIVATION_MODULES)."""
+    return isinstance(m, ACTIVATIONS) or type(m).__module__ in ACTIVATION_MODULES
+
+
 def _sigmoid(model, recipe):
+    swapped = 0
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if isinstance(child, ACTIVATIONS) and not isinstance(child, nn.Sigmoid):
+            if _activation(child) and not isinstance(child, nn.Sigmoid):
                 setattr(parent, name, nn.Sigmoid())
+                swapped += 1
     for m in model.modules():  # the same values; but Sigmoid's backward needs its output,
         if getattr(m, "inplace", False) is True:  # which an in-place Dropout after it
             m.inplace = False  # (MobileNetV3's head) would overwrite
     if hasattr(model, "sigmoid_twin"):  # functional activations: the model's own switch
         model.sigmoid_twin()
+    elif not swapped:
+        raise ValueError(f"the sigmoid twin found no activation module in "
+                         f"{type(model).__name__}: list its activations' module in "
+                         "ACTIVATION_MODULES, or give the model a sigmoid_twin() switch")
     return model, recipe
 
 
