@@ -232,6 +232,27 @@ def test_exploding_reads_the_layers_and_the_optimizer_it_can_judge():
                              ).verdict == "healthy"
 
 
+def test_the_loss_after_a_large_step_is_read_against_the_line_of_where_it_came_from():
+    """A large SGD step (exploding by its size alone) is forgiven where the loss after it
+    stays below the line: LOSS_RISE for a run's steps (watch), LOOKAHEAD_RISE for inspect's
+    steps on the probe batch; the same rise between the two lines is exploding in a run and
+    not in the lookahead; a step that replaces the weight is exploding whatever follows."""
+    sgd = {"grad_rms": [1.0] * 4, "update_ratio": [1e-3, 0.2, 1e-3, 1e-3],
+           "saturated": [0.0] * 3, "dead": [0.0] * 3, "preact_rms": [0.5] * 3,
+           "step_gain": 2.0, "loss": 2.3, "loss_after_step": 2.1}
+    between = (diagnose.LOSS_RISE * diagnose.LOOKAHEAD_RISE) ** 0.5
+    assert diagnose.LOSS_RISE < between < diagnose.LOOKAHEAD_RISE
+    assert judge(sgd, loss_rise=between).verdict == "exploding"
+    assert judge(sgd, loss_rise=between, rise_limit=diagnose.LOOKAHEAD_RISE
+                 ).verdict == "healthy"
+    above = judge(sgd, loss_rise=diagnose.LOOKAHEAD_RISE * 1.1,
+                  rise_limit=diagnose.LOOKAHEAD_RISE)
+    assert above.verdict == "exploding" and "times the loss before" in above.why
+    replaced = {**sgd, "update_scaled": [1e-3, diagnose.REPLACE_STEP * 1.5, 1e-3, 1e-3]}
+    assert judge(replaced, loss_rise=0.5, rise_limit=diagnose.LOOKAHEAD_RISE
+                 ).verdict == "exploding"
+
+
 def test_a_step_that_raises_the_batchs_loss_at_init_overshoots():
     """No layer moves much (the chain's updates are small), but the step raises the probe
     batch's loss by more than OVERSHOOT at init: exploding, no layer named; after training

@@ -690,7 +690,8 @@ def test_positions_out_of_reach_are_vanishing_where_the_answer_lies_there():
 
 def test_a_large_first_step_is_exploding_only_if_the_loss_stays_up(real_data):
     """Where a large step decides the verdict, inspect takes LOOKAHEAD real steps of the
-    optimizer on the batch (diagnose.LOSS_RISE on what follows, as watch reads a run). The
+    optimizer on the batch (diagnose.LOOKAHEAD_RISE on what follows, as watch reads a run
+    against LOSS_RISE). The
     suite's tanh MLP at SGD lr 1.0 (explode_tanh, never learns): the loss climbs, exploding;
     its BatchNorm MLP at lr 0.5: one step moves its output layer by 0.15 of its norm and the
     loss falls after it: healthy. Everything is put back: weights, norm statistics, the
@@ -709,10 +710,10 @@ def test_a_large_first_step_is_exploding_only_if_the_loss_stays_up(real_data):
 
     _, r = inspected("tanh_xavier", 1.0)
     assert r.verdict["verdict"] == "exploding"
-    assert r.verdict["evidence"]["loss_rise"] >= diagnose.LOSS_RISE
+    assert r.verdict["evidence"]["loss_rise"] >= diagnose.LOOKAHEAD_RISE
     mlp, r = inspected("batchnorm", 0.5)
     assert r.verdict["verdict"] == "healthy"
-    assert r.verdict["evidence"]["loss_rise"] < diagnose.LOSS_RISE
+    assert r.verdict["evidence"]["loss_rise"] < diagnose.LOOKAHEAD_RISE
     assert max(u["update_ratio"] or 0 for u in r.layers) > diagnose.EXPLODE_UPDATE
     assert any(f"over {LOOKAHEAD} real steps" in n for n in r.notes)
     opt = torch.optim.AdamW(mlp.parameters(), lr=0.5, betas=(0.8, 0.9))
@@ -729,3 +730,4 @@ def test_a_large_first_step_is_exploding_only_if_the_loss_stays_up(real_data):
     assert after["param_groups"] == state["param_groups"]
     assert all(torch.equal(after["state"][i][k], v) for i, st in state["state"].items()
                for k, v in st.items())
+

@@ -322,10 +322,12 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
     if v.verdict == "exploding" and diagnose.diagnose(
             seen, None, "inspect", None, diverged, loss_rise=1.0).verdict != "exploding":
         rise = lookahead()  # a large step that the loss after it may yet excuse
-        v = diagnose.diagnose(seen, None, "inspect", None, diverged, loss_rise=rise)
+        v = diagnose.diagnose(seen, None, "inspect", None, diverged, loss_rise=rise,
+                              rise_limit=diagnose.LOOKAHEAD_RISE)
         v.evidence["loss_rise"] = rise
         notes.append(f"the loss over {LOOKAHEAD} real steps of the optimizer on the batch "
-                     f"is {rise:.3g} times the loss before them (from {diagnose.LOSS_RISE:g} "
+                     f"is {rise:.3g} times the loss before them (from "
+                     f"{diagnose.LOOKAHEAD_RISE:g} "
                      "a large step is exploding; weights and optimizer put back)")
     v = v.to_dict()
     if v["layer"]:  # diagnose counts layers 1.. along the chain, or the activations

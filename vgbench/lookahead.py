@@ -1,6 +1,7 @@
 """A few real steps of the user's optimizer on the probe batch, everything put back: what the
-loss does after a large first step, for inspect's exploding rule (watch reads the same from
-the run itself: diagnose.LOSS_RISE).
+loss does after a large first step, for inspect's exploding rule (read against
+diagnose.LOOKAHEAD_RISE; watch reads the same from the run itself, against
+diagnose.LOSS_RISE).
 
 A first step that moves a layer by a sizeable part of its norm, or raises the batch's loss,
 is an explosion only if the loss stays up. Optimizers and nets that overshoot on their
