@@ -253,6 +253,26 @@ def test_the_loss_after_a_large_step_is_read_against_the_line_of_where_it_came_f
                  ).verdict == "exploding"
 
 
+def test_a_gradient_that_grows_toward_the_input_at_init_is_exploding():
+    """Updates at the optimizer's own rate (Adam's), activations fine, but the first
+    layer's per-example gradient EXPLODE_SPREAD times the output layer's or more: exploding
+    from the first layer at init; below the line, or once training has started: not."""
+    n = 5
+    grown = {"grad_rms": [diagnose.EXPLODE_SPREAD * 2 ** -k for k in range(n - 1)] + [1.0],
+             "update_ratio": [1e-3] * n, "saturated": [0.0] * (n - 1),
+             "dead": [0.0] * (n - 1), "preact_rms": [0.5] * (n - 1)}
+    grown["grad_rms"][0] *= 1.01
+    for moment in ("init", "inspect"):
+        v = judge(grown, moment=moment)
+        assert v.verdict == "exploding" and v.layer == 1, v
+        assert v.evidence["ratio_rms"] > diagnose.EXPLODE_SPREAD
+        assert "grows toward the input" in v.why
+    for moment in ("epoch1", "end", "watch"):
+        assert judge(grown, moment=moment).verdict == "healthy"
+    below = {**grown, "grad_rms": [diagnose.EXPLODE_SPREAD * 0.99] + grown["grad_rms"][1:]}
+    assert judge(below, moment="inspect").verdict == "healthy"
+
+
 def test_a_step_that_raises_the_batchs_loss_at_init_overshoots():
     """No layer moves much (the chain's updates are small), but the step raises the probe
     batch's loss by more than OVERSHOOT at init: exploding, no layer named; after training

@@ -731,3 +731,31 @@ def test_a_large_first_step_is_exploding_only_if_the_loss_stays_up(real_data):
     assert all(torch.equal(after["state"][i][k], v) for i, st in state["state"].items()
                for k, v in st.items())
 
+
+def test_a_gradient_that_grows_toward_the_input_is_exploding_under_adamw():
+    """torchvision's EfficientNet-B0 under AdamW (the zoo's recipe), random 32x32 images:
+    its design reads healthy, the first conv's per-example gradient 32 times the head's;
+    with every norm shift at -4 and every bias at -1 (its SiLUs then at a slope of about 5%)
+    the gradient grows 250,000-fold toward the input while AdamW's steps stay at its
+    learning rate: exploding from the first conv (diagnose.EXPLODE_SPREAD)."""
+    tv = pytest.importorskip("torchvision")
+    from vgbench.layout import NORMS
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g)
+    verdicts = {}
+    for shifted in (False, True):
+        torch.manual_seed(0)
+        net = tv.models.efficientnet_b0(num_classes=10)
+        if shifted:
+            with torch.no_grad():
+                for m in net.modules():
+                    if isinstance(getattr(m, "bias", None), nn.Parameter):
+                        m.bias.fill_(-4.0 if isinstance(m, NORMS) else -1.0)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
+        verdicts[shifted] = vgbench.inspect(net, x, y, optimizer=opt).verdict
+    assert verdicts[False]["verdict"] == "healthy", verdicts[False]["why"]
+    grown = verdicts[True]
+    assert grown["verdict"] == "exploding" and grown["layer_name"] == "features.0.0.weight"
+    assert grown["evidence"]["ratio_rms"] > diagnose.EXPLODE_SPREAD, grown["why"]
+

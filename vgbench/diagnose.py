@@ -7,7 +7,9 @@ pre-activation scale. `diagnose` turns one such moment into one Verdict:
 
     diverged    the loss or the weights are not finite
     exploding   one step would move some layer by a sizeable part of its own norm; or, in
-                a recurrent layer, the loss's gradient grows going back in time
+                a recurrent layer, the loss's gradient grows going back in time; or, at
+                init, the gradient grows layer by layer toward the input by orders of
+                magnitude
     dead units  a hidden layer of rectifiers (ReLU) has three quarters or more of its
                 units at slope exactly 0 on every example of the probe batch: they pass
                 no gradient and cannot revive
@@ -154,6 +156,16 @@ in time (a recurrence that keeps its memory perfectly, an LSTM with open forget 
 keeps it at about 1). Set on the zoo's seed 0 (LSTM and GRU with weights x10: 558 and
 436; the designs and their other twins: 6e-6 and below), tested on seeds 1 and 2 (x10: 64
 to 4,350; the others 1e-5 and below)."""
+
+EXPLODE_SPREAD = 1500.0
+"""exploding at init (moments 'init' and 'inspect'), the gradient growing toward the input:
+the first layer's per-example gradient norm above this many times the output layer's along
+the verdict's chain (the exploding gradient of Pascanu et al. 2013; batch norm without
+skips makes it at init, Yang et al. 2019). An adaptive optimizer (Adam, AdamW) scales its
+steps back to its learning rate, so the update rule does not see it; the loss is then most
+sensitive to the weights that move as much as any. Not applied once training has started,
+when the first layers' gradients can dominate in nets that train. Calibration:
+calibration.py."""
 
 REACH = 5e-3
 """predict_trainable: within the budget, the slowest layer must be able to move by at least
@@ -303,6 +315,12 @@ def diagnose(point: Point, theory: dict | None = None, moment: str = "",
                            f"step's (gain {_g(per_step)} per step)",
                            time_ratio=t["ratio"], time_steps=t["steps"],
                            gain_per_step=per_step)
+    if moment in ("init", "inspect") and rms[-1] > 0 and rms[0] / rms[-1] > EXPLODE_SPREAD:
+        return verdict("exploding", 1,
+                       f"the gradient grows toward the input: {weight(0)}'s per-example "
+                       f"gradient is {_g(rms[0] / rms[-1])} times the output layer's (gain "
+                       f"{_g(g)} per layer over {len(rms)} layers)",
+                       ratio_rms=rms[0] / rms[-1], gain_per_layer=g)
     if _vanishes(upd, g):
         per = gains(rms)
         start = next((i for i in range(len(per) - 1, -1, -1) if per[i] >= VANISH_GAIN), None)
