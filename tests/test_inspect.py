@@ -691,8 +691,8 @@ def test_positions_out_of_reach_are_vanishing_where_the_answer_lies_there():
 def test_a_large_first_step_is_exploding_only_if_the_loss_stays_up(real_data):
     """Where a large step decides the verdict, inspect takes LOOKAHEAD real steps of the
     optimizer on the batch (diagnose.LOOKAHEAD_RISE on what follows, as watch reads a run
-    against LOSS_RISE). The
-    suite's tanh MLP at SGD lr 1.0 (explode_tanh, never learns): the loss climbs, exploding;
+    against LOSS_RISE). The suite's tanh MLP at SGD lr 1.0 (explode_tanh, never learns): the
+    loss climbs, exploding;
     its BatchNorm MLP at lr 0.5: one step moves its output layer by 0.15 of its norm and the
     loss falls after it: healthy. Everything is put back: weights, norm statistics, the
     optimizer's state and learning rate, .grad."""

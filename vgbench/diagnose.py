@@ -90,7 +90,7 @@ OVERSHOOT = 0.1
 """exploding at init (moments 'init' and 'inspect'): the step the optimizer would take raises
 the probe batch's loss by more than this share: it overshoots on the very batch it was
 computed from, unless the loss over the steps after it stays below LOSS_RISE times the
-start. Not applied once training has started, where a step near a minimum can raise a small
+start (LOOKAHEAD_RISE for inspect's lookahead). Not applied once training has started, where a step near a minimum can raise a small
 loss by more than this."""
 DEAD_SHARE = 0.75
 """dead units: a hidden layer of rectifiers with at least this share of its units dead: it
@@ -315,12 +315,13 @@ def diagnose(point: Point, theory: dict | None = None, moment: str = "",
                            f"step's (gain {_g(per_step)} per step)",
                            time_ratio=t["ratio"], time_steps=t["steps"],
                            gain_per_step=per_step)
-    if moment in ("init", "inspect") and rms[-1] > 0 and rms[0] / rms[-1] > EXPLODE_SPREAD:
+    grown = rms[0] / rms[-1] if rms[-1] > 0 else math.nan
+    if moment in ("init", "inspect") and grown > EXPLODE_SPREAD:
         return verdict("exploding", 1,
                        f"the gradient grows toward the input: {weight(0)}'s per-example "
-                       f"gradient is {_g(rms[0] / rms[-1])} times the output layer's (gain "
-                       f"{_g(g)} per layer over {len(rms)} layers)",
-                       ratio_rms=rms[0] / rms[-1], gain_per_layer=g)
+                       f"gradient is {_g(grown)} times the output layer's (gain {_g(g)} per "
+                       f"layer over {len(rms)} layers)",
+                       ratio_rms=grown, gain_per_layer=g)
     if _vanishes(upd, g):
         per = gains(rms)
         start = next((i for i in range(len(per) - 1, -1, -1) if per[i] >= VANISH_GAIN), None)
