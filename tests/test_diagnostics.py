@@ -257,7 +257,7 @@ def test_the_loss_after_the_step_is_the_stepped_models_and_nothing_stays_moved(m
     model.load_state_dict(before)  # the forward above moved the running statistics
     nothing = SimpleNamespace(layers=list, activations=list)  # take_step needs no layout
     given = list(grads)
-    norms, doubled, after = Probe(model, x, y, nothing).take_step(model, Updater(opt), given)
+    norms, gain, after = Probe(model, x, y, nothing).take_step(model, Updater(opt), given)
     assert given == []  # each gradient dropped once used
     twin = copy.deepcopy(model)
     with torch.no_grad():
@@ -267,9 +267,38 @@ def test_the_loss_after_the_step_is_the_stepped_models_and_nothing_stays_moved(m
     assert after == pytest.approx(expected, rel=1e-5) and after != pytest.approx(
         nn.functional.cross_entropy(copy.deepcopy(model)(x), y).item(), rel=1e-3)
     assert [n.item() for n in norms] == pytest.approx([0.5 * g.norm().item() for g in grads])
-    assert [n.item() for n in doubled] == pytest.approx([2 * n.item() for n in norms])
+    assert gain == pytest.approx(2.0)  # SGD's step doubles with the gradient
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("chunk", [50, 10_000])
+def test_the_step_gain_is_taken_on_the_first_elements_of_each_parameter_past_chunk(
+        monkeypatch, chunk):
+    """Point.step_gain: how much longer the step gets for twice the gradient, over every
+    element where the parameters have at most float64.CHUNK, else over the first
+    CHUNK / (number of parameters) elements of each; with weight decay the step is
+    -lr (g + wd w), so the gain depends on which elements are read."""
+    from vgbench import float64
+    from vgbench.probe import Probe
+    from vgbench.updater import Updater
+    monkeypatch.setattr(float64, "CHUNK", chunk)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10))
+    x, y = torch.randn(8, 20), torch.randint(0, 10, (8,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.5)
+    params = list(model.parameters())
+    grads = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params)
+    nothing = SimpleNamespace(layers=list, activations=list)
+    _, gain, _ = Probe(model, x, y, nothing).take_step(model, Updater(opt), list(grads))
+    cut = -(-chunk // len(params)) if sum(p.numel() for p in params) > chunk else None
+
+    def gain_over(n):  # ||-lr (2g + wd w)|| / ||-lr (g + wd w)|| on each one's first n
+        g = torch.cat([t.reshape(-1)[:n] for t in grads]).double()
+        w = torch.cat([p.detach().reshape(-1)[:n] for p in params]).double()
+        return ((2 * g + 0.5 * w).norm() / (g + 0.5 * w).norm()).item()
+    assert gain == pytest.approx(gain_over(cut), rel=1e-9)
+    assert (gain == pytest.approx(gain_over(None), rel=1e-9)) == (cut is None)  # a sample
 
 
 def test_a_softmax_row_is_saturated_when_one_key_takes_nearly_all():

@@ -487,15 +487,22 @@ CONVS = {
 }
 
 
+@pytest.mark.parametrize("chunk", ["default", "small"])
 @pytest.mark.parametrize("conv", CONVS.values(), ids=CONVS.keys())
-def test_conv_per_example_norms_are_exact(conv):
-    """Against autograd on each example alone."""
+def test_conv_per_example_norms_are_exact(conv, chunk, monkeypatch):
+    """Against autograd on each example alone; the examples taken together as
+    float64.CHUNK allows, and (small) two at a time."""
+    from vgbench import float64
     from vgbench.diagnostics import conv_example_norms
 
     torch.manual_seed(0)
     shape = {1: (9,), 2: (9, 9), 3: (5, 6, 4)}[len(conv.kernel_size)]
     x = torch.randn(5, conv.in_channels, *shape)
     g = torch.randn_like(conv(x))
+    if chunk == "small":  # what two examples need, at most (their patches or products)
+        k = conv.in_channels // conv.groups * math.prod(conv.kernel_size)
+        p, o = math.prod(g.shape[2:]), conv.out_channels // conv.groups
+        monkeypatch.setattr(float64, "CHUNK", 2 * conv.groups * max(k * p, min(p * p, o * k)))
     alone = [torch.autograd.grad((conv(x[i:i + 1]) * g[i:i + 1]).sum(), conv.weight)[0].norm()
              for i in range(5)]
     torch.testing.assert_close(conv_example_norms(conv, x, g), torch.stack(alone))

@@ -374,19 +374,25 @@ def conv_example_norms(conv: nn.Module, x: torch.Tensor, g: torch.Tensor) -> tor
     group, example i's gradient is G_i = D_i X_i^T (D_i: (O/groups, P) output gradients, X_i:
     (C/groups x kernel volume, P) patches, P positions), ||G_i||^2 summed over the groups.
     ||G_i||^2 = sum((D_i^T D_i) * (X_i^T X_i)) when the P x P Gram matrices are the smaller,
-    else G_i is formed (a temporary the size of the weight), one example at a time, its
-    patches too: no batch of per-example gradients or patches is ever held."""
+    else G_i is formed. A few examples at a time: as many as keep their patches and their
+    products within float64.CHUNK values (one at a time where one example's are larger),
+    so no batch of per-example gradients or patches is ever held."""
+    groups = conv.groups
+    p = math.prod(g.shape[2:])
+    o = g.shape[1] // groups
+    k = x.shape[1] // groups * math.prod(conv.kernel_size)
+    gram = p * p <= o * k
+    per = max(1, float64.CHUNK // (groups * max(k * p, p * p if gram else o * k)))
     out = []
-    for xi, gi in zip(x, g):
-        xi = conv_patches(conv, xi[None])[0]  # (groups, K, P)
-        di = gi.reshape(conv.groups, -1, xi.shape[-1])  # (groups, O/groups, P)
-        o, k, p = di.shape[1], xi.shape[1], di.shape[2]
-        if p * p <= o * k:
-            gram = (di.transpose(1, 2) @ di).mul_(xi.transpose(1, 2) @ xi)
-            out.append(gram.sum().clamp(min=0).sqrt())
+    for start in range(0, len(x), per):
+        xs = conv_patches(conv, x[start:start + per])  # (b, groups, K, P)
+        ds = g[start:start + per].reshape(len(xs), groups, o, p)  # (b, groups, O/groups, P)
+        if gram:
+            both = (ds.transpose(-1, -2) @ ds).mul_(xs.transpose(-1, -2) @ xs)
+            out.append(both.sum(dim=(1, 2, 3)).clamp(min=0).sqrt())
         else:
-            out.append((di @ xi.transpose(1, 2)).norm())
-    return torch.stack(out)
+            out.append((ds @ xs.transpose(-1, -2)).flatten(1).norm(dim=1))
+    return torch.cat(out)
 
 
 @contextmanager

@@ -97,14 +97,13 @@ class Probe:
                 extra = list(g.extra)
                 del g, grads  # the step releases each gradient once it is used
                 try:
-                    steps, doubled, after = self.take_step(model, updater, extra)
+                    steps, gain, after = self.take_step(model, updater, extra)
                 except Exception as exc:  # noqa: BLE001 - a user optimizer we cannot twin
                     self.notes.add(f"update_ratio not measured: the optimizer's step could not "
                                    f"be taken on a twin ({type(exc).__name__}: {exc})")
                 else:
                     update = [ratio(steps[index[id(w)]], n) if id(w) in index else 0.0
                               for w, n in zip(weights, norms)]
-                    gain = ratio(torch.stack(doubled), torch.stack(steps).norm())
             layer.update(update_rows(update, weights, norms))
         point = Point(layers=self.names, epoch=epoch, **layer, **hidden, loss=loss,
                       loss_after_step=after, step_gain=gain,
@@ -112,23 +111,31 @@ class Probe:
         keep(self.points, point)
         return point
 
-    def take_step(self, model, updater: Updater, grads: list) -> tuple[list, list, float]:
+    def take_step(self, model, updater: Updater, grads: list) -> tuple[list, float, float]:
         """For these gradients (a list it empties: each gradient is dropped once used): the
-        norm of each trained parameter's step (float64), of its step for twice the
-        gradients, and the probe batch's loss once the step is taken, with the same dropout
+        norm of each trained parameter's step (float64); how much longer the step gets for
+        twice the gradients (Point.step_gain: over every element where the parameters have
+        at most float64.CHUNK or the optimizer is stepped whole, else over the first
+        CHUNK / (number of parameters) elements of each); and the probe batch's loss once the step is taken, with the same dropout
         draws as the measured forward; then every weight and norm statistic is put back
         exactly. The step is applied piece by piece as the updater gives it, and a copy of
         each moved parameter is kept meanwhile: the copies grow as the gradients go."""
         params = updater.params
         steps: list[list] = [[] for _ in params]
+        sample: list[list] = [[] for _ in params]  # the steps of the first twin step's pieces
         doubled: list[list] = [[] for _ in params]
         kept: dict[int, torch.Tensor] = {}
         try:
             with torch.no_grad():
-                for (i, piece, d), (_, _, d2) in zip(updater.deltas(grads),
-                                                     updater.deltas(grads, scale=2.0)):
-                    steps[i].append(d.norm())
+                size = sum(p.numel() for p in params)
+                cut = (-(-float64.CHUNK // len(params))
+                       if size > float64.CHUNK and updater.piecewise else None)
+                for i, piece, d2 in updater.deltas(grads, scale=2.0, sample=cut):
                     doubled[i].append(d2.norm())
+                for i, piece, d in updater.deltas(grads):
+                    steps[i].append(d.norm())
+                    if cut is not None and piece.start == 0:  # the same first elements
+                        sample[i].append(d[:cut].norm())
                     if bool(d.any()):
                         p = params[i]
                         if i not in kept:
@@ -137,11 +144,14 @@ class Probe:
                     if piece.stop is None or piece.stop >= params[i].numel():
                         grads[i] = None  # its last piece: the gradient is done with
             grads.clear()
+            taken = [float64.joined(n) for n in (steps if cut is None else sample) if n]
+            gain = ratio(torch.stack([float64.joined(n) for n in doubled if n]),
+                         torch.stack(taken).norm()) if taken else math.nan
             with as_it_was(model, train=True), same_draws(self.x), torch.no_grad():
                 out = model(*self.x) if isinstance(self.x, tuple) else model(self.x)
                 loss = F.cross_entropy(out, self.y) if self.loss_fn is None else \
                     self.loss_fn(out, self.y)
-                return [float64.joined(n) for n in steps], [float64.joined(n) for n in doubled], float(loss)
+                return [float64.joined(n) for n in steps], gain, float(loss)
         finally:
             with torch.no_grad():
                 for i, k in kept.items():

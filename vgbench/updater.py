@@ -36,24 +36,32 @@ class Updater:
         """The parameters the real optimizer trains, in its order."""
         return [p for g in self.opt.param_groups for p in g["params"]]
 
+    @property
+    def piecewise(self) -> bool:
+        """Whether the twin steps a piece at a time (ELEMENTWISE; else the optimizer whole)."""
+        return type(self.opt) in ELEMENTWISE
+
     @torch.no_grad()
-    def deltas(self, grads: list[torch.Tensor | None], scale: float = 1.0):
+    def deltas(self, grads: list[torch.Tensor | None], scale: float = 1.0,
+               sample: int | None = None):
         """The change of each of self.params for these gradients (None: no gradient) times
         scale, in float64 (the baseline's first layer moves by 1e-9 of its norm per step,
         below float32's resolution, 6e-8, so a float32 difference would be rounding), piece
         by piece: yields (index into self.params, slice of its flattened elements, the float64
-        change of those elements), every element of every parameter once, in order."""
+        change of those elements), every element of every parameter once, in order.
+        sample: only the first that many elements of each parameter, one piece each (an
+        optimizer stepped whole steps all of them)."""
         coef = 1.0
         if self.clip_norm is not None:  # as nn.utils.clip_grad_norm_ does in training
             total = torch.stack([float64.joined([_scaled(g, p, scale, piece).norm()
                                           for piece in float64.pieces(p.numel())])
                                  for g, p in zip(grads, self.params)]).norm()
             coef = (self.clip_norm / (total + 1e-6)).clamp(max=1.0)
-        if type(self.opt) not in ELEMENTWISE:
+        if not self.piecewise:
             yield from self._whole(grads, scale, coef)
             return
         twin = copy.copy(self.opt)  # its own attributes; the real optimizer's are not touched
-        for hyper, batch in self._batches():
+        for hyper, batch in self._batches(sample):
             ts = [flat[piece].to(torch.float64, copy=True) for _, p, flat, piece in batch]
             for t, (i, p, _, piece) in zip(ts, batch):
                 t.grad = _scaled(grads[i], p, scale, piece)
@@ -67,17 +75,20 @@ class Updater:
             for t, (i, _, flat, piece) in zip(ts, batch):
                 yield i, piece, torch.sub(t, flat[piece])  # in float64: t's type
 
-    def _batches(self):
+    def _batches(self, sample: int | None = None):
         """(a parameter group's hyperparameters, [(index, parameter, its flattened view,
-        piece)]): the pieces of the parameters in order, as few steps as float64.CHUNK allows, each
-        within one group."""
+        piece)]): the pieces of the parameters in order (of each only its first `sample`
+        elements where given), as few steps as float64.CHUNK allows, each within one
+        group."""
         i = 0
         for group in self.opt.param_groups:
             hyper = {k: v for k, v in group.items() if k != "params"}
             batch, size = [], 0
             for p in group["params"]:
                 flat = p.detach().reshape(-1)
-                for piece in float64.pieces(p.numel()):
+                cut = (float64.pieces(p.numel()) if sample is None
+                       else [slice(0, min(p.numel(), sample))])
+                for piece in cut:
                     n = piece.stop - piece.start
                     if batch and size + n > float64.CHUNK:
                         yield hyper, batch
