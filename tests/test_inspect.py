@@ -104,6 +104,48 @@ def test_inspect_leaves_the_model_as_it_was():
     assert all(p.grad is None for p in net.parameters())
 
 
+class LastStep(nn.Module):
+    """An LSTM read at its last step: the gradient through time comes from the same backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("kind", ["cnn with dropout", "lstm"])
+def test_inspect_runs_the_model_forward_twice_and_backward_once(kind):
+    """The probe's own forward finds the layout (layout.Discovery) and measures it, its
+    backward gives the gradients and the gradient through time, and one more forward takes
+    the would-be step; the global random stream is left as it was (dropout draws from the
+    probe's own)."""
+    torch.manual_seed(0)
+    if kind == "lstm":
+        # 5 steps: the gradient through time stays above VANISH_TIME (below, its label
+        # check takes passes of its own)
+        net, x, y = LastStep(), torch.randn(16, 5, 4), torch.randint(0, 3, (16,))
+    else:
+        net = nn.Sequential(nn.Dropout(0.2), cnn(nn.ReLU, True, depth=2))
+        x, y = images()
+    counts = {"forward": 0, "backward": 0}
+
+    def seen(module, inputs, output):
+        counts["forward"] += 1
+        if output.requires_grad:
+            output.register_hook(lambda g: counts.__setitem__("backward",
+                                                              counts["backward"] + 1))
+    net.register_forward_hook(seen)
+    state = torch.get_rng_state()
+    r = vgbench.inspect(net, x, y)
+    assert counts == {"forward": 2, "backward": 1}, r.table()
+    assert torch.equal(torch.get_rng_state(), state)
+    if kind == "lstm":
+        assert r.through_time["rnn"]["steps"] == 5 and r.through_time["rnn"]["ratio"] > 0
+
+
 class TwoHeads(nn.Module):
     def __init__(self):
         super().__init__()
@@ -493,7 +535,7 @@ def test_conv_per_example_norms_are_exact(conv, chunk, monkeypatch):
     """Against autograd on each example alone; the examples taken together as
     float64.CHUNK allows, and (small) two at a time."""
     from vgbench import float64
-    from vgbench.diagnostics import conv_example_norms
+    from vgbench.convs import conv_example_norms
 
     torch.manual_seed(0)
     shape = {1: (9,), 2: (9, 9), 3: (5, 6, 4)}[len(conv.kernel_size)]

@@ -6,9 +6,8 @@ steps an optimizer or draws from a random generator; probe.py puts it together."
 from __future__ import annotations
 
 import copy
-import math
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +15,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from vgbench import float64
+from vgbench.convs import CONVS, conv_example_norms
 from vgbench.kernels import ATTENTION, attention_scores, recurrent_gates, softmax_stats
 
 SLOPE_FRACTION = 0.005
@@ -147,6 +147,11 @@ class ForwardCalls(TorchFunctionMode):
     .matrices and .lookups the ids of the parameters passed to a MATRIX_OPS or LOOKUPS
     operation; on_attention() at each ATTENTION call (the layout notes its module)."""
 
+    quiet = 0
+    """While above 0 (ForwardCalls.aside()), every instance lets calls pass unseen: vgbench's
+    own computations inside a forward (an activation's statistics, a recurrent kernel's
+    gates computed again) are not the model's."""
+
     def __init__(self, on_activation=None, on_attention=None):
         super().__init__()
         self.on_activation = on_activation
@@ -155,8 +160,20 @@ class ForwardCalls(TorchFunctionMode):
         self.matrices: set[int] = set()
         self.lookups: set[int] = set()
 
+    @staticmethod
+    @contextmanager
+    def aside():
+        """For the block, no ForwardCalls sees a call (see quiet)."""
+        ForwardCalls.quiet += 1
+        try:
+            yield
+        finally:
+            ForwardCalls.quiet -= 1
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if ForwardCalls.quiet:
+            return func(*args, **kwargs)
         name = getattr(func, "__name__", "")
         if name in MATRIX_OPS or name in LOOKUPS:
             found = self.matrices if name in MATRIX_OPS else self.lookups
@@ -166,6 +183,12 @@ class ForwardCalls(TorchFunctionMode):
                         found.add(id(t))
         if self.on_attention is not None and name in ATTENTION:
             self.on_attention()
+        with ForwardCalls.aside():  # what is computed here is not the model's
+            self._seen(func, name, args, kwargs)
+        return func(*args, **kwargs)
+
+    def _seen(self, func, name, args, kwargs):
+        """on_activation for a functional activation or a softmax (see the class)."""
         base = name.removesuffix("_")
         if (self.on_activation is not None and not self.inside and base in FUNCTIONAL and args
                 and torch.is_tensor(args[0]) and args[0].is_floating_point()
@@ -185,7 +208,6 @@ class ForwardCalls(TorchFunctionMode):
                 scores = attention_scores(name, func, args, kwargs)
                 if scores is not None:
                     self.on_activation(nn.Softmax(-1), scores, False)
-        return func(*args, **kwargs)
 
 
 def _in_graph(values: list) -> bool:
@@ -210,8 +232,9 @@ def activation_inputs(layout, record):
         if calls is not None:  # what record computes is not a functional activation
             calls.inside += 1
         try:
-            for _, standin, h in recurrent_gates(m, args):
-                record(standin, h, False)
+            with ForwardCalls.aside():
+                for _, standin, h in recurrent_gates(m, args):
+                    record(standin, h, False)
         finally:
             if calls is not None:
                 calls.inside -= 1
@@ -219,7 +242,8 @@ def activation_inputs(layout, record):
     def enter(m, i):
         if calls is not None:  # first: what record computes is not a functional activation
             calls.inside += 1
-        record(m, i[0], getattr(m, "inplace", False))
+        with ForwardCalls.aside():
+            record(m, i[0], getattr(m, "inplace", False))
 
     def leave(m, i, o):
         if calls is not None:
@@ -247,6 +271,11 @@ class Gradients:
     """The gradients of the extra tensors asked for (the optimizer's parameters)."""
     loss: torch.Tensor
     """The loss on the batch (detached)."""
+    layout: object = None
+    """The layout the weights are of: the one given, or the one this forward found."""
+    taps: dict = field(default_factory=dict)
+    """Where the layout was found: per recurrent module fed a (batch, time, features)
+    tensor, the loss's gradient with respect to that input (None: none reached it)."""
 
 
 def layer_gradients(model, x, y: torch.Tensor, on_activation=None,
@@ -255,9 +284,13 @@ def layer_gradients(model, x, y: torch.Tensor, on_activation=None,
     (a Gradients) of every weight layout.layers() names (default: the model's own, as
     model.MLP has) for the loss loss_fn(output, y) (default: mean cross-entropy) on x (a
     tensor, or a tuple of the model's inputs), in train mode as the model is.
-    on_activation(k, input), when given, is called during the forward with the input of
-    the k-th activation call (layout.activations(), in call order), before an in-place
-    activation overwrites it; nothing of it is kept.
+    on_activation(k, input, module), when given, is called during the forward with the
+    input of the k-th activation call (layout.activations(), in call order) and its module
+    (a stand-in for a functional one), before an in-place activation overwrites it; nothing
+    of it is kept. A layout still to be found (layout.Discovery, which has discover()):
+    every candidate is hooked, the layout is recorded from this same forward, and
+    Gradients.layout is the one found, Gradients.taps the gradients at its recurrent
+    modules' inputs.
 
     Example i's own weight gradient in a Linear is the rank-one delta_i a_i^T
     (delta_i = dloss_i/doutput_i, a_i the input), so its norm is ||delta_i|| ||a_i||: no
@@ -270,6 +303,7 @@ def layer_gradients(model, x, y: torch.Tensor, on_activation=None,
     this is then each example's term of the batch gradient, times the batch size.) The norms
     are taken by hooks as the backward passes each output, so no output gradient is held
     longer than the backward itself holds it."""
+    discover = getattr(layout, "discover", None)
     layers = (layout or model).layers()
     extra = extra or []
     seen: dict[nn.Module, list] = {}
@@ -284,7 +318,7 @@ def layer_gradients(model, x, y: torch.Tensor, on_activation=None,
 
     def record(act, h, inplace):  # each call's input, before an in-place activation changes it
         if on_activation is not None:
-            on_activation(calls[0], h)
+            on_activation(calls[0], h, act)
         calls[0] += 1
         m = outputs.get(id(h)) if inplace else None
         if m is not None and seen[m][-1][1] is h and h._version == seen[m][-1][2]:
@@ -292,15 +326,22 @@ def layer_gradients(model, x, y: torch.Tensor, on_activation=None,
             kept = (h.detach() > 0) if type(act) is nn.ReLU else h.detach().clone()
             after[m] = (act, kept, h._version)
 
-    exact = [isinstance(m, (nn.Linear, *CONVS)) and w is m.weight
-             for _, m, w in layers]
-    with ExitStack() as stack:
-        for (_, m, _), ok in zip(layers, exact):
-            if ok:
-                stack.callback(m.register_forward_hook(keep).remove)
-        stack.enter_context(activation_inputs(layout or model, record))
-        out = model(*x) if isinstance(x, tuple) else model(x)
-    loss = F.cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
+    def once(layers):  # a Linear's or convolution's weight: exact where it is called once
+        return [isinstance(m, (nn.Linear, *CONVS)) and w is m.weight for _, m, w in layers]
+
+    with discover() if discover else nullcontext() as found:
+        with ExitStack() as stack:
+            for (_, m, _), ok in zip(layers, once(layers)):
+                if ok:
+                    stack.callback(m.register_forward_hook(keep).remove)
+            stack.enter_context(activation_inputs(layout or model, record))
+            out = model(*x) if isinstance(x, tuple) else model(x)
+        loss = F.cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
+    taps = {}
+    if discover:  # the layout this forward found, and the recurrent inputs it tapped
+        layout, taps = found.layout, found.taps
+        layers = layout.layers()
+    exact = once(layers)
     n_batch = len(x[0] if isinstance(x, tuple) else x)
 
     def changed_by(m):  # the one in-place activation that overwrote m's output, if that is all
@@ -338,61 +379,13 @@ def layer_gradients(model, x, y: torch.Tensor, on_activation=None,
             if ok and seen[m][0][1].requires_grad:
                 stack.callback(seen[m][0][1].register_hook(norms_of(i, m)).remove)
         wanted = [w for _, _, w in layers] + extra
-        unique = list({id(t): t for t in wanted}.values())
+        unique = list({id(t): t for t in wanted + [z for z, _ in taps.values()]}.values())
         got = dict(zip(map(id, unique),
                        torch.autograd.grad(loss, unique, allow_unused=True)))
     n = len(layers)
     grads = [got[id(t)] for t in wanted]
-    return Gradients(grads[:n], rms, grads[n:], loss.detach())
-
-
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-"""Convolutions whose per-example gradient norms are exact (any padding, stride, dilation,
-groups; not the transposed ones)."""
-
-
-def conv_patches(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The input patches each output position of conv sees: (batch, groups, C / groups x
-    kernel volume, positions), for x (batch, C, *spatial) of a Conv1d, 2d or 3d (padded as
-    its forward pads; windows by Tensor.unfold, so any number of spatial dimensions)."""
-    mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
-    x = F.pad(x, conv._reversed_padding_repeated_twice, mode=mode)
-    n = len(conv.kernel_size)
-    for dim, (k, s, d) in enumerate(zip(conv.kernel_size, conv.stride, conv.dilation)):
-        x = x.unfold(2 + dim, (k - 1) * d + 1, s)  # the window goes last
-        if d > 1:
-            x = x[..., ::d]
-    batch, channels = x.shape[:2]
-    positions = math.prod(x.shape[2:2 + n])
-    x = x.permute(0, 1, *range(2 + n, 2 + 2 * n), *range(2, 2 + n))  # (b, C, *k, *out)
-    return x.reshape(batch, conv.groups, -1, positions)
-
-
-def conv_example_norms(conv: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Each example's own weight-gradient norm of a Conv1d/2d/3d, exactly, from its input x
-    (batch, C, *spatial) and the gradient g at its output (batch, O, *spatial'): in each
-    group, example i's gradient is G_i = D_i X_i^T (D_i: (O/groups, P) output gradients, X_i:
-    (C/groups x kernel volume, P) patches, P positions), ||G_i||^2 summed over the groups.
-    ||G_i||^2 = sum((D_i^T D_i) * (X_i^T X_i)) when the P x P Gram matrices are the smaller,
-    else G_i is formed. A few examples at a time: as many as keep their patches and their
-    products within float64.CHUNK values (one at a time where one example's are larger),
-    so no batch of per-example gradients or patches is ever held."""
-    groups = conv.groups
-    p = math.prod(g.shape[2:])
-    o = g.shape[1] // groups
-    k = x.shape[1] // groups * math.prod(conv.kernel_size)
-    gram = p * p <= o * k
-    per = max(1, float64.CHUNK // (groups * max(k * p, p * p if gram else o * k)))
-    out = []
-    for start in range(0, len(x), per):
-        xs = conv_patches(conv, x[start:start + per])  # (b, groups, K, P)
-        ds = g[start:start + per].reshape(len(xs), groups, o, p)  # (b, groups, O/groups, P)
-        if gram:
-            both = (ds.transpose(-1, -2) @ ds).mul_(xs.transpose(-1, -2) @ xs)
-            out.append(both.sum(dim=(1, 2, 3)).clamp(min=0).sqrt())
-        else:
-            out.append((ds @ xs.transpose(-1, -2)).flatten(1).norm(dim=1))
-    return torch.cat(out)
+    return Gradients(grads[:n], rms, grads[n:], loss.detach(), layout or model,
+                     {m: got[id(z)] for m, (z, _) in taps.items()})
 
 
 @contextmanager

@@ -3,18 +3,19 @@
 
 The suite's MLP is one case of this: probe.Probe measures whatever a layout names,
 model.MLP is its own layout, and `ModelLayout` is the layout of any other nn.Module, found
-by one forward pass with hooks. So the numbers and the verdict mean the same for both.
+by the probe's own forward pass with hooks (layout.Discovery). So the numbers and the
+verdict mean the same for both.
 
     report = vgbench.inspect(model, x, y)              # cross-entropy on class indices y
     report = vgbench.inspect(model, x, y, loss=nn.MSELoss(), optimizer=opt)
     vgbench.assert_gradient_flow(model, (x, y))        # AssertionError naming the layer
 
-Cost: one forward (the loss check, which also finds the layers in call order and the
-parameters' roles; a backward too where the model has a recurrent module, for its gradient
-through time), the probe's forward and backward on the batch, and one more forward with the
-optimizer's would-be step taken (the exploding rule); no batch of per-example gradients
+Cost: the probe's forward and backward on the batch (the forward also checks the loss and
+finds the layers in call order and the parameters' roles; the backward also gives a
+recurrent module's gradient through time), and one more forward with the optimizer's
+would-be step taken (the exploding rule); no batch of per-example gradients
 (per-example norms only where they are exact and cheap: a Linear called once on a (batch,
-features) input, a Conv1d/2d/3d called once: diagnostics.conv_example_norms).
+features) input, a Conv1d/2d/3d called once: convs.conv_example_norms).
 """
 
 from __future__ import annotations
@@ -30,12 +31,11 @@ from tabulate import tabulate
 from torch import nn
 
 from vgbench import diagnose, files
-from vgbench.diagnostics import as_it_was, same_draws
-from vgbench.layout import ModelLayout
+from vgbench.layout import Discovery, ModelLayout
 from vgbench.lookahead import LOOKAHEAD, loss_rise
 from vgbench.point import HIDDEN_METRICS, Point
 from vgbench.probe import Probe
-from vgbench.reach import across_positions, call, label_signal
+from vgbench.reach import across_positions, label_signal
 from vgbench.updater import Updater
 
 DEFAULT_LR = 0.01
@@ -149,83 +149,69 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     stepped), else plain SGD at lr (default DEFAULT_LR). The model is measured in train mode
     and left as it was (mode, weights, norm statistics)."""
     _check_inputs(model, inputs, targets, loss)
-    loss_fn = loss if loss is not None else _cross_entropy
-    with ModelLayout.recording(model) as found:
-        value, through_time = _loss_and_time(model, inputs, targets, loss_fn)
-    layout = found.layout
+    loss_fn = _scalar(loss if loss is not None else _cross_entropy)
+    default = []
+    if optimizer is None:  # elementwise: the same steps whatever else it holds
+        params = [w for w in model.parameters() if w.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=lr if lr is not None else DEFAULT_LR)
+        default.append(f"update ratios of plain SGD at lr {lr if lr is not None else DEFAULT_LR:g}"
+                     " (pass optimizer= for yours)")
+    # one forward finds the layout and measures it (layout.Discovery), one backward
+    probe = Probe(model, inputs, targets, Discovery(model, _check_layout), loss_fn,
+                  keep_start=False)
+    point = probe.measure(model, 0, Updater(optimizer))
+    layout = probe.layout
     modules = dict(model.named_modules())
+    through_time = _through_time(probe.taps, {m: n for n, m in modules.items()})
     for name, t in through_time.items():  # only where the ratio alone would be vanishing
         if t["ratio"] < diagnose.VANISH_TIME:
             t["signal"] = label_signal(model, inputs, targets, loss_fn,
                                        getattr(modules[name], "weight_ih_l0", None))
-    if not layout.entries:
-        raise InspectError("no trainable weight was used in the forward pass (every "
-                           "parameter is frozen or unused)")
     positions = across_positions(model, inputs, targets, loss_fn, layout.callers)
     for t in positions.values():  # only where the reach alone would be vanishing, and is
         gated = t["reach"] == 0 and "zero" in layout.roles  # judged once the zeros move
         if t["reach"] < diagnose.VANISH_REACH and not gated:
             t["signal"] = label_signal(model, inputs, targets, loss_fn, layout.output())
-    notes = list(layout.notes)
-    if not model.training:  # as it was, and stays
-        notes.append("the model was in eval mode: measured in train mode (dropout and batch "
-                     "statistics as in training), then put back in eval mode")
-    else:
-        notes.append("measured in train mode")
-    if optimizer is None:
-        params = [w for _, _, w in layout.entries]
-        optimizer = torch.optim.SGD(params, lr=lr if lr is not None else DEFAULT_LR)
-        notes.append(f"update ratios of plain SGD at lr {lr if lr is not None else DEFAULT_LR:g}"
-                     " (pass optimizer= for yours)")
-    probe = Probe(model, inputs, targets, layout, loss_fn, keep_start=False)
-    point = probe.measure(model, 0, Updater(optimizer))
-    notes += sorted(probe.notes)
-    return _report(layout, probe, point, float(value), "train", notes, through_time,
+    mode = ("the model was in eval mode: measured in train mode (dropout and batch "
+            "statistics as in training), then put back in eval mode" if not model.training
+            else "measured in train mode")  # as it was, and stays
+    notes = [*layout.notes, mode, *default, *sorted(probe.notes)]
+    return _report(layout, probe, point, point.loss, "train", notes, through_time,
                    modules, positions,
                    lambda: loss_rise(model, optimizer, inputs, targets, loss_fn))
 
 
-def _loss_and_time(model, x, targets, loss_fn):
-    """The loss on the batch in train mode (checked: a scalar), and for each recurrent
-    module (RNN, LSTM, GRU) fed a (batch, time, features) tensor, the norm of the loss's
-    gradient with respect to its input at every time step: {name: {'steps', 'norms',
-    'ratio' (first step over last)}}. One forward, and a backward only where there is a
-    recurrent module; norm statistics restored, nothing written to .grad."""
-    names = {m: n for n, m in model.named_modules()}
-    taps: dict = {}
+def _check_layout(layout: ModelLayout) -> None:
+    if not layout.entries:
+        raise InspectError("no trainable weight was used in the forward pass (every "
+                           "parameter is frozen or unused)")
 
-    def tap(module, args):
-        inp = args[0] if args else None
-        if not (torch.is_tensor(inp) and inp.dim() == 3 and inp.is_floating_point()):
-            return None  # a PackedSequence or unbatched input: not profiled
-        z = torch.zeros_like(inp, requires_grad=True)  # d loss / d z = d loss / d input
-        taps[module] = (z, module.batch_first)
-        return (inp + z, *args[1:])
 
-    hooks = [m.register_forward_pre_hook(tap) for m in model.modules()
-             if isinstance(m, nn.RNNBase)]
-    try:
-        with as_it_was(model, train=True), torch.enable_grad():  # roles need the graph
-            value = loss_fn(call(model, x), targets)
-            if not torch.is_tensor(value) or value.dim() != 0:
-                shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
-                raise InspectError(f"the loss returned {shape}, not a scalar: reduce it "
-                                   "(e.g. reduction='mean')")
-            grads = (torch.autograd.grad(value, [z for z, _ in taps.values()],
-                                         allow_unused=True)
-                     if taps and value.requires_grad else [None] * len(taps))
-    finally:
-        for h in hooks:
-            h.remove()
+def _scalar(loss_fn):
+    """loss_fn, checked to return a scalar (InspectError otherwise)."""
+    def checked(output, targets):
+        value = loss_fn(output, targets)
+        if not torch.is_tensor(value) or value.dim() != 0:
+            shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+            raise InspectError(f"the loss returned {shape}, not a scalar: reduce it "
+                               "(e.g. reduction='mean')")
+        return value
+    return checked
+
+
+def _through_time(taps: dict, names: dict) -> dict:
+    """For each recurrent module (RNN, LSTM, GRU) the probe tapped (layout.Discovery), the
+    norm of the loss's gradient with respect to its input at every time step: {name:
+    {'steps', 'norms', 'ratio' (first step over last)}}."""
     profile = {}
-    for (module, (z, batch_first)), g in zip(taps.items(), grads):
+    for module, g in taps.items():
         if g is None:
             continue
-        per_step = (g if batch_first else g.transpose(0, 1)).detach().double()
+        per_step = (g if module.batch_first else g.transpose(0, 1)).detach().double()
         norms = per_step.square().sum(dim=(0, 2)).sqrt().tolist()  # (time,)
         profile[names[module]] = {"steps": len(norms), "norms": norms,
                                   "ratio": norms[0] / norms[-1] if norms[-1] else math.nan}
-    return value.detach(), profile
+    return profile
 
 
 def _cross_entropy(output, targets):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from vgbench.convs import CONVS
 from vgbench.diagnostics import ACTIVATIONS, ForwardCalls
 from vgbench.kernels import gate_names
 
@@ -191,6 +192,65 @@ class ModelLayout:
             named.append((name + (f" (call {count[m]})" if twice else ""), m))
         return cls(entries, named, roles, any(m not in calls for _, m in acts), notes,
                    skipped, {names[m] for m in calls})
+
+
+class Discovery:
+    """A layout still to be found, for a probe whose own forward finds it (inspect: no
+    forward of its own for the layout). Before that forward it names every candidate:
+    layers(), each Linear's and convolution's weight and each recurrent module (what the
+    probe hooks by module), activations(), every activation module, and functional
+    activations are watched; discover() records the layout of the forward run inside it
+    (ModelLayout.recording) and taps each recurrent module fed a (batch, time, features)
+    tensor: found.taps {module: (z, batch_first)}, z a zero tensor added to its input, so
+    that the gradient with respect to z is the loss's at each time step (the gradient
+    through time). diagnostics.layer_gradients takes one as its layout. check(layout), if
+    given, is called with the layout once found (inspect raises its errors there)."""
+
+    functional = True
+
+    def __init__(self, model: nn.Module, check=None):
+        self.model, self.check = model, check
+
+    def layers(self):
+        return [(name, m, p) for name, m in self.model.named_modules()
+                for p in [_candidate(m)] if p is not None]
+
+    def activations(self):
+        return [m for m in self.model.modules() if isinstance(m, ACTIVATIONS)]
+
+    @contextlib.contextmanager
+    def discover(self):
+        taps: dict = {}
+
+        def tap(module, args):
+            inp = args[0] if args else None
+            if not (torch.is_tensor(inp) and inp.dim() == 3 and inp.is_floating_point()):
+                return None  # a PackedSequence or unbatched input: not profiled
+            z = torch.zeros_like(inp, requires_grad=True)  # d loss / d z = d loss / d input
+            taps[module] = (z, module.batch_first)
+            return (inp + z, *args[1:])
+
+        hooks = [m.register_forward_pre_hook(tap) for m in self.model.modules()
+                 if isinstance(m, nn.RNNBase)]
+        try:
+            with ModelLayout.recording(self.model) as found:
+                found.taps = taps
+                yield found
+        finally:
+            for h in hooks:
+                h.remove()
+        if self.check is not None:
+            self.check(found.layout)
+
+
+def _candidate(m: nn.Module):
+    """What the probe hooks m by, before the layout is known: a Linear's or convolution's
+    weight, a recurrent module's first parameter; None for anything else."""
+    if isinstance(m, (nn.Linear, *CONVS)) and isinstance(m.weight, nn.Parameter):
+        return m.weight
+    if isinstance(m, nn.RNNBase):
+        return next(m.parameters(), None)
+    return None
 
 
 def _gain(inputs: tuple, output) -> float | None:

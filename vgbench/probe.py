@@ -39,34 +39,52 @@ class Probe:
     def __init__(self, model, x, y: torch.Tensor, layout=None, loss_fn=None,
                  keep_start: bool = True):
         self.x, self.y = x, y
-        self.layout, self.loss_fn = layout or model, loss_fn
-        self.names = [name for name, _, _ in self.layout.layers()]
-        self.w0 = [w.detach().clone() if keep_start else None
-                   for _, _, w in self.layout.layers()]
-        self.shape = [slope_profile(a) for a in self.layout.activations()]
+        self.loss_fn, self.keep_start = loss_fn, keep_start
         self.notes: set[str] = set()
         """What could not be measured, and why (once each)."""
         self.points = points_store()
+        self.unused: set[int] = set()
+        """Indices of the layout's weights that got no gradient at the last measure."""
+        self.taps: dict = {}
+        """Where the layout was found by the probe's forward (layout.Discovery): per
+        recurrent module, the loss's gradient at its input (Gradients.taps)."""
+        self.layout = layout or model
+        if not hasattr(self.layout, "discover"):  # else the first measure finds it
+            self._adopt(self.layout)
+
+    def _adopt(self, layout) -> None:
+        """Measure what layout names: its weights' names (and initial values, if kept) and
+        its activations' slope profiles."""
+        self.layout = layout
+        self.names = [name for name, _, _ in layout.layers()]
+        self.w0 = [w.detach().clone() if self.keep_start else None
+                   for _, _, w in layout.layers()]
+        self.shape = [slope_profile(a) for a in layout.activations()]
         self.activations = {"max_slope": [top for top, _ in self.shape],
                             "rectifier": [rect for _, rect in self.shape]}
         """Per hidden activation: its largest slope and whether it is a rectifier (a zero
         slope by design: see slope_profile)."""
-        self.unused: set[int] = set()
-        """Indices of the layout's weights that got no gradient at the last measure."""
 
     def measure(self, model, epoch: int, updater: Updater | None = None) -> Point:
         """Every metric at `epoch` (0 = at init), measured in train mode, leaving no trace;
         kept in self.points and returned. updater: the run's optimizer, for update_ratio and
         loss_after_step (None: NaN)."""
-        weights = [w for _, _, w in self.layout.layers()]
+        found = hasattr(self.layout, "discover")  # the layout is found by this forward
+        weights = [] if found else [w for _, _, w in self.layout.layers()]
         trained = updater.params if updater is not None else []
         flags = [w.requires_grad for w in weights]  # layerwise freezes some layers
-        layout_acts = self.layout.activations()
+        layout_acts = [] if found else self.layout.activations()
         stats: list[torch.Tensor] = []
         calls = [0]
+        profiles: dict = {}  # per module called (kept: a key's identity stays its own)
 
-        def measured(k, h):  # each activation's statistics as the forward passes it
-            if k < len(layout_acts):
+        def measured(k, h, act):  # each activation's statistics as the forward passes it
+            if found:  # by the module called (the layout lists the same, in call order)
+                if act not in profiles:
+                    profiles[act] = slope_profile(act)
+                with torch.no_grad():
+                    stats.append(activation_stats(act, h, *profiles[act]))
+            elif k < len(layout_acts):
                 with torch.no_grad():
                     stats.append(activation_stats(layout_acts[k], h, *self.shape[k]))
             calls[0] = k + 1
@@ -79,6 +97,12 @@ class Probe:
             finally:
                 for w, flag in zip(weights, flags):
                     w.requires_grad_(flag)
+        if found:
+            self._adopt(g.layout)
+            self.taps = g.taps
+            weights = [w for _, _, w in self.layout.layers()]
+            layout_acts = self.layout.activations()
+            del stats[len(layout_acts):]
         grads, rms, loss = g.weights, g.rms, g.loss.item()
         self.unused = {i for i, grad in enumerate(grads) if grad is None}
         if calls[0] != len(layout_acts):
