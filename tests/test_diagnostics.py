@@ -237,6 +237,27 @@ def test_activation_statistics_in_pieces_are_the_whole(act, monkeypatch):
     assert pieced[0] == whole[0] and pieced[1] == whole[1] and pieced[3] == whole[3]
 
 
+class SubReLU(nn.ReLU):
+    """A ReLU that is not type nn.ReLU: activation_stats takes its slopes the general way."""
+
+
+@pytest.mark.parametrize("chunk", [None, 61])
+def test_a_plain_relus_statistics_without_slopes_are_the_general_ones(chunk, monkeypatch):
+    """activation_stats counts a plain nn.ReLU's off units from h > 0 directly (no float64
+    slopes): the same numbers, bit for bit, as through its slopes, dead units and inputs at
+    exactly 0 included."""
+    from vgbench import float64
+    if chunk:
+        monkeypatch.setattr(float64, "CHUNK", chunk)
+    torch.manual_seed(0)
+    h = torch.randn(64, 6, 5) * 4
+    h[:, 0] = -1.0  # dead
+    h[:, 2, 2] = 0.0  # dead too: a ReLU's slope at exactly 0 is 0
+    plain = activation_stats(nn.ReLU(), h, *slope_profile(nn.ReLU()))
+    general = activation_stats(SubReLU(), h, *slope_profile(SubReLU()))
+    assert torch.equal(plain, general) and plain[1] > 0 and plain[3] > 0
+
+
 def test_the_loss_after_the_step_is_the_stepped_models_and_nothing_stays_moved(monkeypatch):
     """take_step's loss is the loss of a copy of the model that really took the step (the
     weights in pieces, one of them channels-last), and afterwards every weight and norm

@@ -78,8 +78,14 @@ def activation_stats(act: nn.Module, h: torch.Tensor, top: float,
     per = max(1, float64.CHUNK // max(1, h[0].numel()))
     flat = sq = 0
     zero = quiet = 0  # per unit: examples with slope 0, with slope below INACTIVE_SLOPE
+    plain = type(act) is nn.ReLU and rectifier and SLOPE_FRACTION * top <= 1
     for start in range(0, n, per):
         part = h[start:start + per]
+        sq = sq + part.double().square().sum()
+        if plain:  # slopes 1 and 0 only, the same counts without the float64 slopes
+            off = (part > 0).logical_not_().flatten(1).sum(0)  # slope 0 (NaN inputs too)
+            flat, zero, quiet = flat + off.new_zeros(()), zero + off, quiet + off
+            continue
         d = slopes(act, part)
         f = d.abs() < SLOPE_FRACTION * top
         if rectifier:
@@ -88,7 +94,6 @@ def activation_stats(act: nn.Module, h: torch.Tensor, top: float,
         flat = flat + f.sum()
         zero = zero + (per_unit == 0).sum(0)
         quiet = quiet + (per_unit.abs() < INACTIVE_SLOPE).sum(0)
-        sq = sq + part.double().square().sum()
     values = h.numel()
     return torch.stack([flat.double() / values, (zero == n).double().mean(),  # ACTIVATION_STATS
                         (sq / values).sqrt(), (quiet.double() / n >= INACTIVE_SHARE).double().mean()])
