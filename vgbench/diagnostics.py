@@ -188,31 +188,34 @@ class ForwardCalls(TorchFunctionMode):
                         found.add(id(t))
         if self.on_attention is not None and name in ATTENTION:
             self.on_attention()
-        with ForwardCalls.aside():  # what is computed here is not the model's
-            self._seen(func, name, args, kwargs)
+        if self.on_activation is not None and not self.inside:
+            ForwardCalls.quiet += 1  # what is computed here is not the model's (aside())
+            try:
+                self._seen(func, name, args, kwargs)
+            finally:
+                ForwardCalls.quiet -= 1
         return func(*args, **kwargs)
 
     def _seen(self, func, name, args, kwargs):
-        """on_activation for a functional activation or a softmax (see the class)."""
+        """on_activation for a functional activation or a softmax (see the class); called
+        with on_activation set, outside an activation module, and aside."""
         base = name.removesuffix("_")
-        if (self.on_activation is not None and not self.inside and base in FUNCTIONAL and args
-                and torch.is_tensor(args[0]) and args[0].is_floating_point()
-                and args[0].requires_grad):
+        if (base in FUNCTIONAL and args and torch.is_tensor(args[0])
+                and args[0].is_floating_point() and args[0].requires_grad):
             cls, names = FUNCTIONAL[base]
             given = dict(zip(names, args[1:]))
             given.update({k: v for k, v in kwargs.items() if k in names})
             inplace = name.endswith("_") or bool(kwargs.get("inplace")) or (
                 len(args) > 1 + len(names) and args[1 + len(names)] is True)
             self.on_activation(cls(**given), args[0], inplace)
-        elif self.on_activation is not None and not self.inside:
-            if name == "softmax" and args and _in_graph([args[0]]):
-                dim = args[1] if len(args) > 1 else kwargs.get("dim")
-                if isinstance(dim, int) and args[0].dim() >= 2 and dim % args[0].dim() != 0:
-                    self.on_activation(nn.Softmax(dim % args[0].dim()), args[0], False)
-            elif name in ATTENTION and _in_graph([*args, *kwargs.values()]):
-                scores = attention_scores(name, func, args, kwargs)
-                if scores is not None:
-                    self.on_activation(nn.Softmax(-1), scores, False)
+        elif name == "softmax" and args and _in_graph([args[0]]):
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            if isinstance(dim, int) and args[0].dim() >= 2 and dim % args[0].dim() != 0:
+                self.on_activation(nn.Softmax(dim % args[0].dim()), args[0], False)
+        elif name in ATTENTION and _in_graph([*args, *kwargs.values()]):
+            scores = attention_scores(name, func, args, kwargs)
+            if scores is not None:
+                self.on_activation(nn.Softmax(-1), scores, False)
 
 
 def _in_graph(values: list) -> bool:
@@ -384,13 +387,13 @@ def layer_gradients(model, x, y: torch.Tensor, on_activation=None,
             if ok and seen[m][0][1].requires_grad:
                 stack.callback(seen[m][0][1].register_hook(norms_of(i, m)).remove)
         wanted = [w for _, _, w in layers] + extra
-        unique = list({id(t): t for t in wanted + [z for z, _ in taps.values()]}.values())
+        unique = list({id(t): t for t in wanted + list(taps.values())}.values())
         got = dict(zip(map(id, unique),
                        torch.autograd.grad(loss, unique, allow_unused=True)))
     n = len(layers)
     grads = [got[id(t)] for t in wanted]
     return Gradients(grads[:n], rms, grads[n:], loss.detach(), layout or model,
-                     {m: got[id(z)] for m, (z, _) in taps.items()})
+                     {m: got[id(z)] for m, z in taps.items()})
 
 
 @contextmanager

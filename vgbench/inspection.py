@@ -152,10 +152,10 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     loss_fn = _scalar(loss if loss is not None else _cross_entropy)
     default = []
     if optimizer is None:  # elementwise: the same steps whatever else it holds
-        params = [w for w in model.parameters() if w.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=lr if lr is not None else DEFAULT_LR)
-        default.append(f"update ratios of plain SGD at lr {lr if lr is not None else DEFAULT_LR:g}"
-                     " (pass optimizer= for yours)")
+        rate = lr if lr is not None else DEFAULT_LR
+        optimizer = torch.optim.SGD([w for w in model.parameters() if w.requires_grad],
+                                    lr=rate)
+        default.append(f"update ratios of plain SGD at lr {rate:g} (pass optimizer= for yours)")
     # one forward finds the layout and measures it (layout.Discovery), one backward
     probe = Probe(model, inputs, targets, Discovery(model, _check_layout), loss_fn,
                   keep_start=False)

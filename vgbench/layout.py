@@ -201,7 +201,7 @@ class Discovery:
     probe hooks by module), activations(), every activation module, and functional
     activations are watched; discover() records the layout of the forward run inside it
     (ModelLayout.recording) and taps each recurrent module fed a (batch, time, features)
-    tensor: found.taps {module: (z, batch_first)}, z a zero tensor added to its input, so
+    tensor: found.taps {module: z}, z a zero tensor added to its input, so
     that the gradient with respect to z is the loss's at each time step (the gradient
     through time). diagnostics.layer_gradients takes one as its layout. check(layout), if
     given, is called with the layout once found (inspect raises its errors there)."""
@@ -227,7 +227,7 @@ class Discovery:
             if not (torch.is_tensor(inp) and inp.dim() == 3 and inp.is_floating_point()):
                 return None  # a PackedSequence or unbatched input: not profiled
             z = torch.zeros_like(inp, requires_grad=True)  # d loss / d z = d loss / d input
-            taps[module] = (z, module.batch_first)
+            taps[module] = z
             return (inp + z, *args[1:])
 
         hooks = [m.register_forward_pre_hook(tap) for m in self.model.modules()
