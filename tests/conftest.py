@@ -1,7 +1,6 @@
 """Shared fixtures: tiny IDX files written on the fly, and the real data when installed."""
 
 import gzip
-import os
 import struct
 
 import numpy as np
@@ -14,13 +13,9 @@ TINY = data.Spec(n_train=40, n_test=20)
 
 def pytest_configure(config):
     """Under xdist, keep workers x torch threads <= cores (else they thrash)."""
-    n_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if n_workers > 1:
-        import torch
+    from vgbench.session import limit_xdist_threads
 
-        from vgbench.session import worker_threads
-
-        torch.set_num_threads(worker_threads(n_workers))
+    limit_xdist_threads()
 
 
 def write_idx(path, array, compress=True):

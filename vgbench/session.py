@@ -202,6 +202,16 @@ def worker_threads(n_workers: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, n_workers))
 
 
+def limit_xdist_threads() -> None:
+    """In a pytest-xdist worker (PYTEST_XDIST_WORKER_COUNT above 1), torch's threads at
+    worker_threads: a worker at torch's default of every core thrashes beside the others.
+    For test folders' conftests; the suite's plugin sets its own (_set_threads, which also
+    knows the workers per host)."""
+    n_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if n_workers > 1:
+        torch.set_num_threads(worker_threads(n_workers))
+
+
 def baseline_ratio_init(splits: data.Splits, seed: int, probe_size: int,
                         n_layer: int) -> float:
     """The baseline's first/output gradient ratio at init for this seed, probe batch and
