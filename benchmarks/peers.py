@@ -44,7 +44,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vgbench import diagnose, registry
+from vgbench import diagnose, prediction, registry
 from vgbench.diagnostics import slope_profile
 from vgbench.point import Point
 from vgbench.model import ACTIVATION_MODULES
@@ -151,7 +151,7 @@ def rows_for(h: History) -> dict:
         out["tools"]["SageMaker"][moment] = _verdicts(sagemaker(p, act, diverged))
     val1 = h.val_acc[0] if h.val_acc else None
     out["predicted"] = {
-        "vgbench": diagnose.predict_trainable(diagnosis, val1,
+        "vgbench": prediction.predict_trainable(diagnosis, val1,
                                               (h.steps_per_epoch or 106) * h.total_epochs),
         "AUTOTRAINER": out["tools"]["AUTOTRAINER"].get("epoch1") == {"healthy"},
         "SageMaker": out["tools"]["SageMaker"].get("epoch1") == {"healthy"},

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tests.test_train import tiny_splits
-from vgbench import diagnose, diagnostics, expect, registry, train
+from vgbench import diagnose, diagnostics, expect, prediction, registry, train
 from vgbench.history import History
 from vgbench.point import Point
 from vgbench.config import Config
@@ -352,9 +352,9 @@ def test_a_gradient_that_grows_back_in_time_is_exploding():
 
 def test_prediction_from_init_and_epoch1():
     healthy = {"epoch1": {"verdict": "healthy"}}
-    assert diagnose.predict_trainable(healthy) is True
-    assert diagnose.predict_trainable({"epoch1": {"verdict": "vanishing"}}) is False
-    assert diagnose.predict_trainable({"epoch1": {"verdict": "vanishing"}}, 0.6) is True
+    assert prediction.predict_trainable(healthy) is True
+    assert prediction.predict_trainable({"epoch1": {"verdict": "vanishing"}}) is False
+    assert prediction.predict_trainable({"epoch1": {"verdict": "vanishing"}}, 0.6) is True
 
 
 def test_prediction_trusts_an_epoch1_accuracy_halfway_to_trained():
@@ -362,13 +362,13 @@ def test_prediction_trusts_an_epoch1_accuracy_halfway_to_trained():
     depth 3: saturated after epoch 1 at 0.46, trained to 0.87); below halfway it stays a no,
     and a healthy run with too little reach stays a no however close its accuracy is."""
     saturated = {"epoch1": {"verdict": "saturated", "evidence": {"update_min": 1e-3}}}
-    assert diagnose.LEARNING_ACC == 0.3
-    assert diagnose.predict_trainable(saturated, 0.46, 3180) is True
-    assert diagnose.predict_trainable(saturated, 0.29, 3180) is False
+    assert prediction.LEARNING_ACC == 0.3
+    assert prediction.predict_trainable(saturated, 0.46, 3180) is True
+    assert prediction.predict_trainable(saturated, 0.29, 3180) is False
     slow = {"epoch1": {"verdict": "healthy", "evidence": {"update_min": 1e-7}}}
-    assert diagnose.predict_trainable(slow, 0.29, 3180) is False
-    assert diagnose.predict_trainable(slow, 0.3, 3180) is True
-    assert diagnose.predict_trainable(slow, None, 3180) is False
+    assert prediction.predict_trainable(slow, 0.29, 3180) is False
+    assert prediction.predict_trainable(slow, 0.3, 3180) is True
+    assert prediction.predict_trainable(slow, None, 3180) is False
     moving = {"epoch1": {"verdict": "healthy", "evidence": {"update_min": 2e-6}}}
-    assert diagnose.predict_trainable(moving, 0.1, 3180) is True  # 3180 x 2e-6 = 0.64%
-    assert diagnose.predict_trainable(moving, 0.1, 1000) is False  # 0.2%
+    assert prediction.predict_trainable(moving, 0.1, 3180) is True  # 3180 x 2e-6 = 0.64%
+    assert prediction.predict_trainable(moving, 0.1, 1000) is False  # 0.2%

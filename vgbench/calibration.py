@@ -203,14 +203,16 @@ THRESHOLDS = (
               "at depth 7 in 30 epochs 3.8e-3, GELU at depth 7 in 100 epochs 2.5e-3",
               "seeds 43-45 overlap it: ReLU and LeakyReLU at depth 7 in 30 epochs stalled at "
               "5.2e-3..6.4e-3 (predicted to train: wrong), layernorm in 100 epochs trained at "
-              "6.2e-3, GELU in 100 epochs stalled at 3.1e-3"),
+              "6.2e-3, GELU in 100 epochs stalled at 3.1e-3", module="prediction"),
     Threshold("LEARNING_ACC", "prediction: learning after epoch 1, whatever the verdict",
               "the sweep's seeds 42-44 (264 runs)",
               "highest epoch-1 accuracy of a run that did not train: 0.227 (layerwise at "
               "depth 7, its first stage); lowest of a broken-verdict run that trained: 0.462 "
-              "(gradnorm at depth 3)", "seed 45 of the sweep: balanced accuracy 0.96"),
+              "(gradnorm at depth 3)", "seed 45 of the sweep: balanced accuracy 0.96",
+              module="prediction"),
     Threshold("TRAINABLE_ACC", "trained (ground truth) and the trainable depth",
-              "halfway from chance (0.1) to the good remedies' 0.85-0.88", "-"),
+              "halfway from chance (0.1) to the good remedies' 0.85-0.88", "-",
+              module="prediction"),
     Threshold("MIN_DROP", "assert_trains: the loss must fall by this share over the run",
               "set at 0.1 before any run; then the example project's 10 models "
               "(examples/own_model/trains.py), seeds 0-2, at their pairs' budgets (300 "

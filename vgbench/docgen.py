@@ -45,8 +45,10 @@ def thresholds_page() -> str:
              "Every number the verdict's rules read ([the diagnosis](diagnosis.md) says what "
              "each rule does),", "the runs it was set on, what they measured on either side "
              "of it, and the runs that", "tested it afterwards. A threshold is a named "
-             "constant of `vgbench/diagnose.py` (or", "`vgbench/diagnostics.py`); this table "
-             "is `vgbench/calibration.py`.", "",
+             "constant of `vgbench/diagnose.py` (or of", ", ".join(
+                 f"`vgbench/{m}.py`" for m in sorted({t.module for t in calibration.THRESHOLDS}
+                                                     - {"diagnose"}))
+             + "); this table is `vgbench/calibration.py`.", "",
              "| threshold | value | rule | set on | measured | tested on |",
              "|---|---|---|---|---|---|"]
     for t in calibration.THRESHOLDS:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from vgbench import diagnose
+from vgbench import prediction
 from vgbench.config import Config
 from vgbench.expect import Check, Diagnosis
 from vgbench.model import DEFAULT_PARTS, Parts
@@ -112,6 +112,6 @@ for a sweep, since ReLU at depth 7 only leaves chance after 20-25 epochs; one se
 course remedies at depths 3-30 takes about 15 minutes on 2 cores."""
 SWEEP_DEPTHS = (3, 7, 15, 30)
 """Depths the sweep budget runs unless --vg-depth says otherwise."""
-TRAINABLE_ACC = diagnose.TRAINABLE_ACC
+TRAINABLE_ACC = prediction.TRAINABLE_ACC
 """A depth is trainable when the whole network's validation accuracy (metric whole_val_acc)
-reaches this within the budget (defined in vgbench.diagnose, which predicts it)."""
+reaches this within the budget (defined in vgbench.prediction, which predicts it)."""

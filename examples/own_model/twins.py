@@ -19,7 +19,7 @@ from vgbench import data
 
 TRAINABLE_ACC = 0.5
 """A model learned when its held-out accuracy reached this within the budget (the suite's
-level, vgbench.diagnose.TRAINABLE_ACC; chance is 0.1 on Fashion-MNIST, 0.25 on Recall)."""
+level, vgbench.prediction.TRAINABLE_ACC; chance is 0.1 on Fashion-MNIST, 0.25 on Recall)."""
 MEAN, STD = 0.2860, 0.3530
 """Fashion-MNIST's pixel mean and standard deviation (training images), to standardize."""
 
