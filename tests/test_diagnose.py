@@ -253,6 +253,35 @@ def test_the_loss_after_a_large_step_is_read_against_the_line_of_where_it_came_f
                  ).verdict == "exploding"
 
 
+def test_inspects_trial_reads_the_loss_only_where_the_verdict_would_be_healthy():
+    """inspect(trial=True) passes fit (the mean loss over its steps on the probe batch over
+    the start) and loss_rise (over its first steps). A saddle, a first step that changes the
+    loss by less than FROZEN_DROP of it with a fit above 1 - FIT_FALL, is frozen; a fit that
+    falls, or a first step that moves the loss, is not; a rise up to LOOKAHEAD_RISE is
+    exploding. Without a trial (fit None) neither rule runs, and the trial never overrules
+    another verdict (vanishing stays vanishing)."""
+    calm = {"grad_rms": [1.0] * 4, "update_ratio": [1e-3] * 4, "saturated": [0.0] * 3,
+            "dead": [0.0] * 3, "preact_rms": [0.5] * 3, "step_gain": 2.0, "loss": 2.3,
+            "loss_after_step": 2.3 * (1 - diagnose.FROZEN_DROP / 2)}
+    stays = 1 - diagnose.FIT_FALL / 2
+    assert judge(calm).verdict == "healthy"
+    assert judge(calm, loss_rise=1.0, fit=None).verdict == "healthy"
+    v = judge(calm, loss_rise=1.0, rise_limit=diagnose.LOOKAHEAD_RISE, fit=stays)
+    assert v.verdict == "frozen" and "cannot fit" in v.why and v.evidence["fit"] == stays
+    assert judge(calm, loss_rise=1.0, fit=1 - 2 * diagnose.FIT_FALL).verdict == "healthy"
+    moved = {**calm, "loss_after_step": 2.3 * (1 - 2 * diagnose.FROZEN_DROP)}
+    assert judge(moved, loss_rise=1.0, fit=stays).verdict == "healthy"  # it swings, not stays
+    up = judge(moved, loss_rise=diagnose.LOOKAHEAD_RISE * 1.1,
+               rise_limit=diagnose.LOOKAHEAD_RISE, fit=1.5)
+    assert up.verdict == "exploding" and "runs away" in up.why
+    assert judge(moved, loss_rise=diagnose.LOOKAHEAD_RISE * 1.1,
+                 rise_limit=diagnose.LOOKAHEAD_RISE).verdict == "healthy"  # no trial
+    fading = {**calm, "grad_rms": [1e-6, 1e-4, 1e-2, 1.0],
+              "update_ratio": [1e-9, 1e-7, 1e-5, 1e-3]}
+    assert judge(fading).verdict == "vanishing"
+    assert judge(fading, loss_rise=1.0, fit=stays).verdict == "vanishing"
+
+
 def test_a_gradient_that_grows_toward_the_input_at_init_is_exploding():
     """Updates at the optimizer's own rate (Adam's), activations fine, but the first
     layer's per-example gradient EXPLODE_SPREAD times the output layer's or more: exploding

@@ -1,6 +1,7 @@
 """Any model: vgbench.inspect, vgbench.assert_gradient_flow and the vg_inspect fixture."""
 
 import copy
+import json
 import math
 import warnings
 from dataclasses import replace
@@ -333,6 +334,10 @@ def test_the_command_line(tmp_path, capsys):
     assert "random inputs of shape (1, 28, 28)" in out and "verdict: vanishing from 0.weight" in out
     assert (tmp_path / "inspect.png").stat().st_size > 0
     assert '"verdict": "vanishing"' in (tmp_path / "inspect.json").read_text()
+    assert main(["inspect", target, "--input-shape", "1,28,28", "--trial", "--out",
+                 str(tmp_path / "trial")]) == 0
+    assert "note: trial: 30 real steps" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "trial" / "inspect.json").read_text())["trial"]) == 31
     with pytest.raises(SystemExit, match="defines no function 'nope'"):
         main(["inspect", f"{tmp_path / 'models.py'}:nope"])
     with pytest.raises(SystemExit, match="is not FILE.py:FACTORY"):
@@ -779,6 +784,39 @@ def test_a_large_first_step_is_exploding_only_if_the_loss_stays_up(real_data):
     assert after["param_groups"] == state["param_groups"]
     assert all(torch.equal(after["state"][i][k], v) for i, st in state["state"].items()
                for k, v in st.items())
+
+
+def test_the_trial_takes_real_steps_and_puts_everything_back():
+    """inspect(trial=True): lookahead.TRIAL real steps of the optimizer on the batch, their
+    losses in report.trial and a note with what they did; the weights, norm statistics, the
+    optimizer's state and .grad are as before; a verdict that is not healthy stays (the deep
+    sigmoid CNN's vanishing); an optimizer that needs a closure gets a note, not a trial."""
+    from vgbench.lookahead import TRIAL
+
+    x, y = images()
+    net = cnn(nn.ReLU, True, depth=3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    F.cross_entropy(net(x), y).backward()
+    opt.step()  # some momentum, and a .grad of the user's
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    grads = [p.grad.clone() for p in net.parameters()]
+    state = copy.deepcopy(opt.state_dict())
+    plain = vgbench.inspect(net, x, y, optimizer=opt)
+    tried = vgbench.inspect(net, x, y, optimizer=opt, trial=True)
+    assert plain.trial == [] and len(tried.trial) == TRIAL + 1
+    assert all(math.isfinite(v) for v in tried.trial) and tried.trial[-1] < tried.trial[0]
+    assert tried.verdict["verdict"] == plain.verdict["verdict"] == "healthy"
+    assert any(n.startswith(f"trial: {TRIAL} real steps") for n in tried.notes)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert all(torch.equal(p.grad, g) for p, g in zip(net.parameters(), grads))
+    assert all(torch.equal(opt.state_dict()["state"][i]["momentum_buffer"],
+                           st["momentum_buffer"]) for i, st in state["state"].items())
+    assert vgbench.inspect(net, x, y, optimizer=opt, trial=True).trial == tried.trial
+    bad = vgbench.inspect(cnn(nn.Sigmoid, False), x, y, trial=True)
+    assert bad.verdict["verdict"] == "vanishing" and len(bad.trial) == TRIAL + 1
+    closure = vgbench.inspect(net, x, y, optimizer=torch.optim.LBFGS(net.parameters()),
+                              trial=True)
+    assert closure.trial == [] and "needs a closure" in closure.notes[-1]
 
 
 def test_a_gradient_that_grows_toward_the_input_is_exploding_under_adamw():

@@ -151,6 +151,41 @@ THRESHOLDS = (
               "with small init at depth 7 (learn after ~20 epochs): 8e-6; depth 15 and more: "
               "below 5e-9", "seeds 43-45: GELU at 1.7e-6..2.2e-6 (1.4x below the line), ReLU "
               "8.1e-6..1.4e-5"),
+    Threshold("TRIAL", "inspect(trial=True): the real steps on the probe batch whose losses "
+              "the trial's rules read (FIT_FALL over all of them, LOOKAHEAD_RISE over the "
+              "first LOOKAHEAD)",
+              "set before the trial by the zoo's seed 0 (a candidate rule, 2026-12-07): ten "
+              "steps barely tell a net on a saddle from one slow to start",
+              "MobileNetV3 x0.1 (does not learn) 0.998 of the start after 10 steps, 0.993 "
+              "after 30; RegNetY x0.1 (learns) 0.994 and 0.74", "the zoo's seeds 1 and 2 with the trial's rules (FROZEN_DROP, FIT_FALL): "
+              "benchmarks/zoo/RESULTS.md",
+              module="lookahead"),
+    Threshold("FROZEN_DROP", "frozen in inspect's trial: the saddle (the would-be step's "
+              "change of the batch's loss, over the loss)",
+              "the zoo's seed 0, the 61 cases that read healthy without the trial (first "
+              "set so in a candidate rule of 2026-12-07, not adopted then)",
+              "did not learn: VGG-11-BN x0.1 6.4e-5, MobileNetV3 x0.1 9.8e-5; the smallest of "
+              "a run that learned RegNetY x0.1 3.7e-4, then the recall LSTM x0.1 1.4e-3; the "
+              "line at the geometric middle of 9.8e-5 and 3.7e-4 (1.9e-4), a factor 1.9 from "
+              "each", "the zoo's seeds 1 and 2 (121 cases that read healthy without the trial; "
+              "the rule was chosen after a fit alone, set on seed 0, had made 4 false alarms "
+              "there: losses that swing up, not stay): the four x0.1 misses of MobileNetV3 and "
+              "VGG-11-BN 6.0e-5..9.0e-5, frozen, right; below the line and learned: RegNetY "
+              "x0.1 at seed 2 (1.2e-4) and ConvNeXt-Tiny's sigmoid twin at seed 2 (AdamW, "
+              "6.6e-5), kept healthy by their fits (0.71, 0.22); no call on a run that learned "
+              "changed"),
+    Threshold("FIT_FALL", "frozen in inspect's trial: how far the trial's steps must lower "
+              "the batch's loss (1 - their mean loss over the start)",
+              "the zoo's seed 0, the 61 cases that read healthy without the trial",
+              "runs that learned kept at most 0.875 of the start (the pre-norm encoder x0.1; "
+              "then RegNetY x10 0.843, the Mixer x10 0.838); runs that did not: ResNet-50 "
+              "x0.1 0.937, the small ViT x0.1 0.963, MobileNetV3 x0.1 0.993, VGG-11-BN x0.1 "
+              "0.998 (timm's ViT sigmoid 0.817 and ResNet-50 sigmoid 0.12 fall further); "
+              "the line at the geometric middle of the falls 0.125 and 0.063 (0.089)",
+              "the zoo's seeds 1 and 2, behind FROZEN_DROP: the four x0.1 misses 0.993-0.998, "
+              "the runs that learned 0.22 and 0.71. Alone (without FROZEN_DROP) it was 4 false "
+              "alarms held out: ResNet-50 x0.1 (1.10), RegNetY x10 (1.11; 1.03 at seed 2), "
+              "MobileNetV3's sigmoid twin at seed 2 (0.961); not adopted alone"),
     Threshold("VANISH_TIME", "vanishing through time (RNN, LSTM, GRU)",
               "the Recall task (examples/own_model/time_rule.py: one-layer nets of 64 units, "
               "30 and 100 steps, seeds 0-2, at init; then Adam lr 1e-3 for 400 steps; learned "

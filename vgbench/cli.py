@@ -183,7 +183,7 @@ def _inspect(args) -> int:
     device = machine.resolve_device(args.device)
     model, x, y = model.to(device), x.to(device), y.to(device)
     try:
-        report = inspection.inspect(model, x, y, lr=args.lr)
+        report = inspection.inspect(model, x, y, lr=args.lr, trial=args.trial)
     except inspection.InspectError:
         raise
     except (RuntimeError, ValueError, TypeError) as exc:  # the model's own forward or loss
@@ -283,6 +283,8 @@ def parser() -> argparse.ArgumentParser:
                      help="with --input-dtype long: the token range (default 100)")
     ins.add_argument("--lr", type=option_type(float, lo=0, lo_open=True), default=None,
                      help="SGD learning rate for the update ratios (default 0.01)")
+    ins.add_argument("--trial", action="store_true",
+                     help="also take 30 real steps on the batch (put back) and read the loss")
     ins.add_argument("--seed", type=int, default=0, help="seed of the random batch")
     ins.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ins.add_argument("--out", default=".", help="folder for inspect.json and inspect.png")

@@ -26,7 +26,8 @@ pre-activation scale. `diagnose` turns one such moment into one Verdict:
                 the labels
     frozen      no layer's update is large enough to move it within a training budget,
                 although the gradient does not shrink toward the input (a ratio that looks
-                fine)
+                fine); or, in inspect's trial, real steps cannot lower even the probe
+                batch's loss
     healthy     none of these
 
 The rules are checked in this order; the first that holds is the verdict. Where each
@@ -121,6 +122,16 @@ gain per layer below 1); otherwise a small first-layer update is the optimizer's
 FROZEN_UPDATE = 3e-6
 """frozen: every layer's update ratio is below this, so over the protocol's 10,600 steps
 (100 epochs of 106) no layer can move by more than 3% of its norm."""
+FROZEN_DROP = 2e-4
+"""frozen in inspect's trial, the saddle: the step the optimizer would take changes the probe
+batch's loss by less than this share of it (every weight scaled down behind the norms: the
+logits start tiny and the gradient is small everywhere). The trial's fit (FIT_FALL) then
+tells a net that stays from one that gets going. Calibration: calibration.py."""
+FIT_FALL = 0.09
+"""frozen in inspect's trial (lookahead.TRIAL real steps of the optimizer on the probe batch,
+everything put back), where the first step hardly moves the loss (FROZEN_DROP): the mean
+loss over the trial's steps stays above 1 - FIT_FALL of the loss before them: the network
+cannot fit even the batch it was measured on. Calibration: calibration.py."""
 VANISH_TIME = 5e-3
 """vanishing through time: a recurrent layer (RNN, LSTM, GRU) where the loss's gradient with
 respect to its first time step's input is below this share of the last step's (the depth
@@ -227,14 +238,19 @@ def gain_per_layer(grad_rms: list[float]) -> float:
 
 def diagnose(point: Point, theory: dict | None = None, moment: str = "",
              epoch: int | None = None, diverged: str | None = None,
-             loss_rise: float | None = None, rise_limit: float = LOSS_RISE) -> Verdict:
+             loss_rise: float | None = None, rise_limit: float = LOSS_RISE,
+             fit: float | None = None) -> Verdict:
     """The verdict for one probe point (its weights the chain the signal passes, input
     first; its names are the sentence's). theory: the history's mean-field prediction (for
     the pre-activation scale against the fixed point), or None. diverged: why the run
     diverged, if it did. loss_rise: in a real run whose point is a step the optimizer took,
     the mean loss over the steps after it over the mean up to it (None: not known);
     rise_limit: the line it is read against (LOSS_RISE for a run, LOOKAHEAD_RISE for
-    inspect's lookahead on the probe batch).
+    inspect's lookahead on the probe batch). fit: inspect's trial, the mean loss over its
+    real steps on the probe batch over the loss before them (None: no trial); with it a
+    verdict that would be healthy is exploding where loss_rise (the trial's first steps)
+    reaches rise_limit, and frozen where the step hardly moves the loss (FROZEN_DROP) and
+    fit stays above 1 - FIT_FALL.
     """
     rms, upd = point.grad_rms, point.update_ratio
     sat, dead, pre = point.saturated, point.dead, point.preact_rms
@@ -353,6 +369,20 @@ def diagnose(point: Point, theory: dict | None = None, moment: str = "",
                        f"the largest update is {_g(upd[top])} of a weight per step "
                        f"({weight(top)}), gain {_g(g)} per layer",
                        gain_per_layer=g)
+    if fit is not None and loss_rise is not None and loss_rise >= rise_limit:
+        return verdict("exploding", None,
+                       f"real steps of the optimizer on the probe batch take its loss to "
+                       f"{_g(loss_rise)} times the loss before them on average (from "
+                       f"{_g(rise_limit)} it runs away)", loss_rise=loss_rise,
+                       gain_per_layer=g)
+    if (fit is not None and 1 - FIT_FALL < fit < math.inf and after is not None
+            and loss and abs(after - loss) < FROZEN_DROP * loss):
+        return verdict("frozen", None,
+                       f"the step the optimizer would take changes the batch's loss by "
+                       f"{_g(abs(after - loss) / loss)} of it, and real steps on the batch "
+                       f"leave it at {_g(fit)} of the start on average: it cannot fit even "
+                       "the batch it was measured on", fit=fit, loss=loss,
+                       loss_after_step=after, gain_per_layer=g)
     return verdict("healthy", None,
                    f"gain {_g(g)} per layer, updates {_g(min(upd))}..{_g(upd[top])} per step",
                    gain_per_layer=g, update_spread=spread)

@@ -32,7 +32,7 @@ from torch import nn
 
 from vgbench import diagnose, files
 from vgbench.layout import Discovery, ModelLayout
-from vgbench.lookahead import LOOKAHEAD, loss_rise
+from vgbench.lookahead import LOOKAHEAD, TRIAL, fit, losses, rise
 from vgbench.point import HIDDEN_METRICS, Point
 from vgbench.probe import Probe
 from vgbench.reach import across_positions, label_signal
@@ -62,6 +62,8 @@ class Report:
     positions: dict = field(default_factory=dict)
     """Per first attention: the loss's gradient norm with respect to the stream it adds to at
     each position, and its reach (reach.across_positions)."""
+    trial: list = field(default_factory=list)
+    """inspect(trial=True): the batch's loss before and after each real step of the trial."""
 
     def table(self) -> str:
         """The per-layer table, then the activations and the verdict, as text."""
@@ -140,14 +142,18 @@ def _check_inputs(model, x, targets, loss) -> None:
 
 
 def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
-            lr: float | None = None) -> Report:
+            lr: float | None = None, trial: bool = False) -> Report:
     """Probe model on one batch and diagnose it (vgbench/diagnose.py's verdict).
 
     inputs: a tensor (or a tuple of tensors: model(*inputs)); targets: what loss compares
     the output with (default loss: cross-entropy on class indices); optimizer: the one you
     train with, for the update ratios (its state and learning rate are used, nothing is
     stepped), else plain SGD at lr (default DEFAULT_LR). The model is measured in train mode
-    and left as it was (mode, weights, norm statistics)."""
+    and left as it was (mode, weights, norm statistics). trial: also take lookahead.TRIAL
+    real steps of the optimizer on the batch (everything put back after; about TRIAL more
+    forward and backward passes) and read what they do to its loss where the verdict would
+    otherwise be healthy: a loss that runs away is exploding, one they cannot lower is
+    frozen (diagnose.FIT_FALL)."""
     _check_inputs(model, inputs, targets, loss)
     loss_fn = _scalar(loss if loss is not None else _cross_entropy)
     default = []
@@ -178,7 +184,8 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     notes = [*layout.notes, mode, *default, *sorted(probe.notes)]
     return _report(layout, probe, point, point.loss, "train", notes, through_time,
                    modules, positions,
-                   lambda: loss_rise(model, optimizer, inputs, targets, loss_fn))
+                   lambda steps: losses(model, optimizer, inputs, targets, loss_fn, steps),
+                   trial)
 
 
 def _check_layout(layout: ModelLayout) -> None:
@@ -224,9 +231,10 @@ def _cross_entropy(output, targets):
 
 def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: str,
             notes: list[str], through_time: dict, modules: dict,
-            positions: dict, lookahead) -> Report:
-    """The report from the probe's point; lookahead() gives the loss rise over real steps
-    on the batch, taken only where a large step is the verdict's question."""
+            positions: dict, lookahead, trial: bool = False) -> Report:
+    """The report from the probe's point; lookahead(steps) gives the batch's loss over that
+    many real steps on it (lookahead.losses), taken where a large step is the verdict's
+    question (LOOKAHEAD steps) or a trial is asked for (TRIAL steps)."""
     p = point.metrics()
     used = [i for i in range(len(layout.entries)) if i not in probe.unused]
     skipped = list(layout.skipped)
@@ -305,16 +313,30 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
                      for j in reads])
     diverged = None if math.isfinite(loss) else f"the loss is {loss}"
     v = diagnose.diagnose(seen, None, "inspect", None, diverged)
+    tried = lookahead(TRIAL) if trial else None  # the trial's first steps are the lookahead's
     if v.verdict == "exploding" and diagnose.diagnose(
             seen, None, "inspect", None, diverged, loss_rise=1.0).verdict != "exploding":
-        rise = lookahead()  # a large step that the loss after it may yet excuse
-        v = diagnose.diagnose(seen, None, "inspect", None, diverged, loss_rise=rise,
+        up = rise(tried if trial else lookahead(LOOKAHEAD))  # a large step it may yet excuse
+        v = diagnose.diagnose(seen, None, "inspect", None, diverged, loss_rise=up,
                               rise_limit=diagnose.LOOKAHEAD_RISE)
-        v.evidence["loss_rise"] = rise
+        v.evidence["loss_rise"] = up
         notes.append(f"the loss over {LOOKAHEAD} real steps of the optimizer on the batch "
-                     f"is {rise:.3g} times the loss before them (from "
+                     f"is {up:.3g} times the loss before them (from "
                      f"{diagnose.LOOKAHEAD_RISE:g} "
                      "a large step is exploding; weights and optimizer put back)")
+    if trial:
+        up, kept = rise(tried), fit(tried)
+        if v.verdict == "healthy":
+            v = diagnose.diagnose(seen, None, "inspect", None, diverged, loss_rise=up,
+                                  rise_limit=diagnose.LOOKAHEAD_RISE, fit=kept)
+            v.evidence.update(loss_rise=up, fit=kept)
+        notes.append(
+            f"trial: {TRIAL} real steps of the optimizer on the batch (weights and optimizer "
+            f"put back): the loss over the first {LOOKAHEAD} is {up:.3g} times the loss "
+            f"before them (from {diagnose.LOOKAHEAD_RISE:g} exploding), over all of them "
+            f"{kept:.3g} (above {1 - diagnose.FIT_FALL:g} frozen); read where the verdict "
+            "would otherwise be healthy" if tried else
+            "trial: the optimizer's step could not be taken on its own (it needs a closure)")
     v = v.to_dict()
     if v["layer"]:  # diagnose counts layers 1.. along the chain, or the activations
         by_act = v["verdict"] in diagnose.BY_ACTIVATION
@@ -333,7 +355,8 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
             notes.append(signal_note(f"{name}: the common part of its input weights' gradient",
                                      t["signal"]))
     notes += position_notes(positions, zero)
-    return Report(layers, acts, v, loss, mode, notes, skipped, through_time, positions)
+    return Report(layers, acts, v, loss, mode, notes, skipped, through_time, positions,
+                  tried or [])
 
 
 def position_notes(positions: dict, zero: list[str]) -> list[str]:
@@ -373,17 +396,19 @@ def assert_gradient_flow(model: nn.Module, batch, loss=None, optimizer=None,
                          lr: float | None = None, allow=("healthy",),
                          min_ratio: float | None = None, max_saturated: float | None = None,
                          max_dead: float | None = None,
-                         update_range: tuple[float, float] | None = None) -> Report:
+                         update_range: tuple[float, float] | None = None,
+                         trial: bool = False) -> Report:
     """Inspect model on batch = (inputs, targets) and raise AssertionError, naming the
     layer, the verdict and the numbers, unless the verdict is in allow and every given bound
     holds: min_ratio (first/last gradient norm of the verdict's layer chain), max_saturated
     and max_dead (each activation's fraction), update_range (every layer's update ratio).
-    Returns the report."""
+    trial: inspect's trial (real steps on the batch, put back). Returns the report."""
     __tracebackhide__ = True  # pytest shows the message, not this function and its batch
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
         raise InspectError("batch must be (inputs, targets); inputs may itself be a tuple")
     x, y = batch
-    report = inspect(model, tuple(x) if isinstance(x, list) else x, y, loss, optimizer, lr)
+    report = inspect(model, tuple(x) if isinstance(x, list) else x, y, loss, optimizer, lr,
+                     trial)
     problems = []
     if report.verdict["verdict"] not in allow:
         problems.append(f"verdict {report.describe()} (allowed: {', '.join(allow)})")
