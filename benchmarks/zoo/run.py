@@ -22,13 +22,17 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # benchmarks/peers
 import zoo  # noqa: E402
 
 
-TOOLS = ("vgbench", *zoo.RULES, "torchmortem")
+TOOLS = ("vgbench", "vgbench trial", *zoo.RULES, "torchmortem")
+"""vgbench trial: inspect(trial=True), thirty real steps on the batch (zoo.trial_call)."""
 
 
 def calls(r: dict, tool: str) -> list[str] | None:
     """A tool's calls on a case ([]: healthy; None: not run on it)."""
     if tool == "vgbench":
         return [] if r["verdict"] == "healthy" else [r["verdict"]]
+    if tool == "vgbench trial":
+        return ([] if r["trial"]["verdict"] == "healthy" else [r["trial"]["verdict"]]
+                ) if "trial" in r else None
     if tool == "torchmortem":  # None also where it could not train the model
         return r["torchmortem"]["calls"] if "torchmortem" in r else None
     return r.get("peers", {}).get(tool)
@@ -64,11 +68,11 @@ def table(records: list[dict]) -> str:
                                    "torchmortem's step x"], tablefmt="github")
 
 
-def matrix(records: list[dict]) -> str:
-    """One row per model, one column per twin (the design first): each cell the verdicts
-    over the seeds run (distinct ones, in seed order), how many of those runs learned, and
-    how many of vgbench's calls were wrong (false alarm, missed, wrong cause) or had no
-    ground truth (the design did not learn at that seed)."""
+def matrix(records: list[dict], tool: str = "vgbench") -> str:
+    """One row per model, one column per twin (the design first): each cell the tool's
+    verdicts over the seeds run (distinct ones, in seed order), how many of those runs
+    learned, and how many of its calls were wrong (false alarm, missed, wrong cause) or had
+    no ground truth (the design did not learn at that seed)."""
     from tabulate import tabulate
 
     known = designs(records)
@@ -84,10 +88,11 @@ def matrix(records: list[dict]) -> str:
             if not runs:
                 row.append("")
                 continue
-            calls = [zoo.judge(r, design_of(r, known)) for r in runs]
-            wrong = sum(c not in ("right", zoo.NO_TRUTH) for c in calls)
-            lost = calls.count(zoo.NO_TRUTH)
-            cell = (" / ".join(dict.fromkeys(r["verdict"] for r in runs))
+            said = [calls(r, tool) or ["healthy"] for r in runs]
+            judged = [zoo.peer_judge(r, calls(r, tool), design_of(r, known)) for r in runs]
+            wrong = sum(c not in ("right", zoo.NO_TRUTH) for c in judged)
+            lost = judged.count(zoo.NO_TRUTH)
+            cell = (" / ".join(dict.fromkeys(", ".join(c) for c in said))
                     + f" ({sum(r['learned'] for r in runs)}/{len(runs)} learned")
             cell += f", {wrong} wrong" if wrong else ""
             cell += f", {lost} no ground truth)" if lost else ")"
@@ -204,7 +209,7 @@ def main(argv=None) -> int:
             if fresh["verdict"] != r["verdict"]:
                 print(f"{' '.join(map(str, key))}: {r['verdict']} -> {fresh['verdict']}")
             r.update({k: fresh[k] for k in ("verdict", "why", "expected", "inspect_s",
-                                            "peers")})
+                                            "peers", "trial")})
         _save(path, done)
         todo = [(n, t, s) for n, t, s in todo if (n, t or "-", s) in done]
     for name, twin, seed in todo:

@@ -477,7 +477,21 @@ def verdict(name: str, twin: str | None, seed: int, steps: int | None = None,
               "inspect_s": round(time.perf_counter() - t0, 3),
               "params": sum(p.numel() for p in net.parameters()),
               "peers": rule_calls(report)}
+    record["trial"] = trial_call(net, x, y, opt, report)
     return net, recipe, opt, task, record
+
+
+def trial_call(net, x, y, opt, report) -> dict:
+    """vgbench's call with inspect(trial=True) ({'verdict', 'why'}; where the trial ran, also
+    the seconds of that inspect and the batch's loss over the trial's steps). inspect reads
+    the trial only where the verdict would otherwise be healthy, so elsewhere the call is the
+    plain one's and its thirty steps are not taken here."""
+    if report.verdict["verdict"] != "healthy":
+        return {"verdict": report.verdict["verdict"], "why": report.describe()}
+    t0 = time.perf_counter()
+    tried = vgbench.inspect(net, x, y, optimizer=opt, trial=True)
+    return {"verdict": tried.verdict["verdict"], "why": tried.describe(),
+            "inspect_s": round(time.perf_counter() - t0, 3), "losses": tried.trial}
 
 
 def train(net, recipe, opt, task, each_step=None) -> dict:
