@@ -771,15 +771,23 @@ def test_a_large_first_step_is_exploding_only_if_the_loss_stays_up(real_data):
     assert max(u["update_ratio"] or 0 for u in r.layers) > diagnose.EXPLODE_UPDATE
     assert any(f"over {LOOKAHEAD} real steps" in n for n in r.notes)
     opt = torch.optim.AdamW(mlp.parameters(), lr=0.5, betas=(0.8, 0.9))
-    F.cross_entropy(mlp(x), y).backward()
-    opt.step()  # some state, and a .grad of the user's
-    before = {k: v.clone() for k, v in mlp.state_dict().items()}
-    grads = [p.grad.clone() for p in mlp.parameters()]
-    state = copy.deepcopy(opt.state_dict())
+    was = stepped_once(mlp, opt, x, y)
     r = vgbench.inspect(mlp, x, y, optimizer=opt)
     assert "loss_rise" in r.verdict["evidence"]  # the steps were taken
-    assert all(torch.equal(v, before[k]) for k, v in mlp.state_dict().items())
-    assert all(torch.equal(p.grad, g) for p, g in zip(mlp.parameters(), grads))
+    assert_as_it_was(mlp, opt, *was)
+
+
+def stepped_once(model, opt, x, y):
+    """One real step (some optimizer state, and a .grad of the user's); what they are."""
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            [p.grad.clone() for p in model.parameters()], copy.deepcopy(opt.state_dict()))
+
+
+def assert_as_it_was(model, opt, before, grads, state):
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
     after = opt.state_dict()
     assert after["param_groups"] == state["param_groups"]
     assert all(torch.equal(after["state"][i][k], v) for i, st in state["state"].items()
@@ -796,21 +804,14 @@ def test_the_trial_takes_real_steps_and_puts_everything_back():
     x, y = images()
     net = cnn(nn.ReLU, True, depth=3)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    F.cross_entropy(net(x), y).backward()
-    opt.step()  # some momentum, and a .grad of the user's
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    grads = [p.grad.clone() for p in net.parameters()]
-    state = copy.deepcopy(opt.state_dict())
+    was = stepped_once(net, opt, x, y)
     plain = vgbench.inspect(net, x, y, optimizer=opt)
     tried = vgbench.inspect(net, x, y, optimizer=opt, trial=True)
     assert plain.trial == [] and len(tried.trial) == TRIAL + 1
     assert all(math.isfinite(v) for v in tried.trial) and tried.trial[-1] < tried.trial[0]
     assert tried.verdict["verdict"] == plain.verdict["verdict"] == "healthy"
     assert any(n.startswith(f"trial: {TRIAL} real steps") for n in tried.notes)
-    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
-    assert all(torch.equal(p.grad, g) for p, g in zip(net.parameters(), grads))
-    assert all(torch.equal(opt.state_dict()["state"][i]["momentum_buffer"],
-                           st["momentum_buffer"]) for i, st in state["state"].items())
+    assert_as_it_was(net, opt, *was)
     assert vgbench.inspect(net, x, y, optimizer=opt, trial=True).trial == tried.trial
     bad = vgbench.inspect(cnn(nn.Sigmoid, False), x, y, trial=True)
     assert bad.verdict["verdict"] == "vanishing" and len(bad.trial) == TRIAL + 1
