@@ -3,7 +3,8 @@
 
 Time: runs them in turn (forward+backward, inspect, forward+backward, ...) after one warm-up
 of each, so that drift in machine load hits both alike; prints medians, their ratio, and
-how many times inspect ran the model forward and backward.
+how many times inspect ran the model forward and backward. --trial also times
+inspect(trial=True) in the same rotation (with SGD lr 0.01, inspect's default).
 
 Memory (--memory, Linux): each of two training steps with the optimizer, and inspect with
 the same optimizer, in a fresh process started from the same state (model, batch, optimizer
@@ -13,7 +14,7 @@ back when freed (glibc's MALLOC_MMAP_THRESHOLD_, set for those processes), so th
 what was live, not what the allocator kept for reuse (--default-malloc: its own rule).
 
     python benchmarks/inspect_cost.py [--model resnet18] [--batch 32] [--size 224]
-                                      [--repeats 3] [--threads N]
+                                      [--repeats 3] [--threads N] [--trial]
                                       [--memory] [--optimizer adam]
 """
 
@@ -145,6 +146,8 @@ def main() -> None:
                    help="for --memory: leave glibc's mmap threshold alone (it rises as large "
                         "blocks are freed, and freed memory then stays resident for reuse, "
                         "so the peak counts it too)")
+    p.add_argument("--trial", action="store_true",
+                   help="also time inspect(trial=True), in the same rotation")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
                    help="for --memory: Adam (lr 1e-3) or SGD with momentum 0.9 (lr 0.01)")
     args = p.parse_args()
@@ -164,23 +167,36 @@ def main() -> None:
         def inspect():
             return vgbench.inspect(model, x, y)
 
+        def trial():
+            return vgbench.inspect(model, x, y, trial=True)
+
         forward_backward()
         with Counts(model) as counts:
             report = inspect()
-        times = {"fb": [], "inspect": []}
+        fns = {"fb": forward_backward, "inspect": inspect, **({"trial": trial} if args.trial
+                                                              else {})}
+        if args.trial:
+            trial()  # its warm-up
+        times = {k: [] for k in fns}
         for _ in range(args.repeats):
-            for key, fn in (("fb", forward_backward), ("inspect", inspect)):
+            for key, fn in fns.items():
                 start = time.perf_counter()
                 fn()
                 times[key].append(time.perf_counter() - start)
         fb, ins = (statistics.median(times[k]) for k in ("fb", "inspect"))
-        rows.append([name, f"{len(x)}x" + "x".join(map(str, x.shape[1:])),
-                     len(report.layers), f"{fb:.3f}", f"{ins:.3f}", f"{ins / fb:.2f}",
-                     counts.forward, counts.backward, report.verdict["verdict"]])
+        row = [name, f"{len(x)}x" + "x".join(map(str, x.shape[1:])),
+               len(report.layers), f"{fb:.3f}", f"{ins:.3f}", f"{ins / fb:.2f}",
+               counts.forward, counts.backward, report.verdict["verdict"]]
+        if args.trial:
+            tri = statistics.median(times["trial"])
+            row += [f"{tri:.3f}", f"{tri / fb:.2f}", f"{tri / ins:.2f}"]
+        rows.append(row)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; medians of "
           f"{args.repeats}")
     print(tabulate(rows, headers=["model", "batch", "weights", "fwd+bwd s", "inspect s",
-                                  "ratio", "forwards", "backwards", "verdict"],
+                                  "ratio", "forwards", "backwards", "verdict",
+                                  *(["trial s", "trial / fwd+bwd", "trial / inspect"]
+                                    if args.trial else [])],
                    disable_numparse=True))
 
 

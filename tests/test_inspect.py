@@ -336,8 +336,9 @@ def test_the_command_line(tmp_path, capsys):
     assert '"verdict": "vanishing"' in (tmp_path / "inspect.json").read_text()
     assert main(["inspect", target, "--input-shape", "1,28,28", "--trial", "--out",
                  str(tmp_path / "trial")]) == 0
-    assert "note: trial: 30 real steps" in capsys.readouterr().out
-    assert len(json.loads((tmp_path / "trial" / "inspect.json").read_text())["trial"]) == 31
+    assert "note: trial: not taken: without it the verdict is vanishing" in (
+        capsys.readouterr().out)  # a healthy model's trial: the test above
+    assert json.loads((tmp_path / "trial" / "inspect.json").read_text())["trial"] == []
     with pytest.raises(SystemExit, match="defines no function 'nope'"):
         main(["inspect", f"{tmp_path / 'models.py'}:nope"])
     with pytest.raises(SystemExit, match="is not FILE.py:FACTORY"):
@@ -797,8 +798,10 @@ def assert_as_it_was(model, opt, before, grads, state):
 def test_the_trial_takes_real_steps_and_puts_everything_back():
     """inspect(trial=True): lookahead.TRIAL real steps of the optimizer on the batch, their
     losses in report.trial and a note with what they did; the weights, norm statistics, the
-    optimizer's state and .grad are as before; a verdict that is not healthy stays (the deep
-    sigmoid CNN's vanishing); an optimizer that needs a closure gets a note, not a trial."""
+    optimizer's state and .grad are as before; where the verdict is not healthy without it
+    (the deep sigmoid CNN's vanishing) the trial is not taken, since it would not change it,
+    and a note says so. An optimizer whose step needs a closure (LBFGS) is an error that says
+    what to pass, not the verdict diverged it read before."""
     from vgbench.lookahead import TRIAL
 
     x, y = images()
@@ -814,10 +817,12 @@ def test_the_trial_takes_real_steps_and_puts_everything_back():
     assert_as_it_was(net, opt, *was)
     assert vgbench.inspect(net, x, y, optimizer=opt, trial=True).trial == tried.trial
     bad = vgbench.inspect(cnn(nn.Sigmoid, False), x, y, trial=True)
-    assert bad.verdict["verdict"] == "vanishing" and len(bad.trial) == TRIAL + 1
-    closure = vgbench.inspect(net, x, y, optimizer=torch.optim.LBFGS(net.parameters()),
-                              trial=True)
-    assert closure.trial == [] and "needs a closure" in closure.notes[-1]
+    assert bad.verdict["verdict"] == "vanishing" and bad.trial == []  # not taken: no use
+    assert any(n.startswith("trial: not taken: without it the verdict is vanishing")
+               for n in bad.notes)
+    with pytest.raises(InspectError, match=r"could not be taken on a twin \(TypeError.*"
+                       r"closure.*pass lr= instead"):  # not a verdict (it read diverged)
+        vgbench.inspect(net, x, y, optimizer=torch.optim.LBFGS(net.parameters()), trial=True)
 
 
 def test_a_gradient_that_grows_toward_the_input_is_exploding_under_adamw():

@@ -153,7 +153,7 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     real steps of the optimizer on the batch (everything put back after; about TRIAL more
     forward and backward passes) and read what they do to its loss where the verdict would
     otherwise be healthy: a loss that runs away is exploding, one they cannot lower is
-    frozen (diagnose.FIT_FALL)."""
+    frozen (diagnose.FIT_FALL). Not taken where it cannot change the verdict."""
     _check_inputs(model, inputs, targets, loss)
     loss_fn = _scalar(loss if loss is not None else _cross_entropy)
     default = []
@@ -166,6 +166,12 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     probe = Probe(model, inputs, targets, Discovery(model, _check_layout), loss_fn,
                   keep_start=False)
     point = probe.measure(model, 0, Updater(optimizer))
+    failed = [n for n in probe.notes if n.startswith("update_ratio not measured")]
+    if failed:  # not a verdict: every rule reads the step (NaN ratios would read diverged)
+        raise InspectError(f"{failed[0].partition(': ')[2]}: inspect measures the step your "
+                           "optimizer would take, on a copy; an optimizer whose step needs a "
+                           "closure (LBFGS) cannot be stepped so: pass lr= instead for plain "
+                           "SGD's update ratios, or an optimizer stepped without a closure")
     layout = probe.layout
     modules = dict(model.named_modules())
     through_time = _through_time(probe.taps, {m: n for n, m in modules.items()})
@@ -313,10 +319,13 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
                      for j in reads])
     diverged = None if math.isfinite(loss) else f"the loss is {loss}"
     v = diagnose.diagnose(seen, None, "inspect", None, diverged)
-    tried = lookahead(TRIAL) if trial else None  # the trial's first steps are the lookahead's
-    if v.verdict == "exploding" and diagnose.diagnose(
-            seen, None, "inspect", None, diverged, loss_rise=1.0).verdict != "exploding":
-        up = rise(tried if trial else lookahead(LOOKAHEAD))  # a large step it may yet excuse
+    large = v.verdict == "exploding" and diagnose.diagnose(
+        seen, None, "inspect", None, diverged, loss_rise=1.0).verdict != "exploding"
+    # the trial only where it can change the verdict; its first steps are the lookahead's
+    wanted = trial and (v.verdict == "healthy" or large)
+    tried = lookahead(TRIAL) if wanted else None
+    if large:
+        up = rise(tried if wanted else lookahead(LOOKAHEAD))  # a large step it may yet excuse
         v = diagnose.diagnose(seen, None, "inspect", None, diverged, loss_rise=up,
                               rise_limit=diagnose.LOOKAHEAD_RISE)
         v.evidence["loss_rise"] = up
@@ -324,7 +333,7 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
                      f"is {up:.3g} times the loss before them (from "
                      f"{diagnose.LOOKAHEAD_RISE:g} "
                      "a large step is exploding; weights and optimizer put back)")
-    if trial:
+    if wanted and tried:
         up, kept = rise(tried), fit(tried)
         if v.verdict == "healthy":
             v = diagnose.diagnose(seen, None, "inspect", None, diverged, loss_rise=up,
@@ -335,8 +344,11 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
             f"put back): the loss over the first {LOOKAHEAD} is {up:.3g} times the loss "
             f"before them (from {diagnose.LOOKAHEAD_RISE:g} exploding), over all of them "
             f"{kept:.3g} (above {1 - diagnose.FIT_FALL:g} frozen); read where the verdict "
-            "would otherwise be healthy" if tried else
-            "trial: the optimizer's step could not be taken on its own (it needs a closure)")
+            "would otherwise be healthy")
+    elif trial:
+        notes.append("trial: not taken: " + (
+            "the optimizer's step failed outside the probe" if wanted else
+            f"without it the verdict is {v.verdict}, which the trial does not change"))
     v = v.to_dict()
     if v["layer"]:  # diagnose counts layers 1.. along the chain, or the activations
         by_act = v["verdict"] in diagnose.BY_ACTIVATION
