@@ -166,9 +166,8 @@ def inspect(model: nn.Module, inputs, targets=None, loss=None, optimizer=None,
     probe = Probe(model, inputs, targets, Discovery(model, _check_layout), loss_fn,
                   keep_start=False)
     point = probe.measure(model, 0, Updater(optimizer))
-    failed = [n for n in probe.notes if n.startswith("update_ratio not measured")]
-    if failed:  # not a verdict: every rule reads the step (NaN ratios would read diverged)
-        raise InspectError(f"{failed[0].partition(': ')[2]}: inspect measures the step your "
+    if probe.step_failed:  # not a verdict: every rule reads the step (NaN reads diverged)
+        raise InspectError(f"{probe.step_failed}: inspect measures the step your "
                            "optimizer would take, on a copy; an optimizer whose step needs a "
                            "closure (LBFGS) cannot be stepped so: pass lr= instead for plain "
                            "SGD's update ratios, or an optimizer stepped without a closure")

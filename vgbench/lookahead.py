@@ -87,9 +87,3 @@ def fit(values: list[float] | None) -> float:
     """rise() over every step losses() took: how far the steps lowered the batch's loss."""
     return rise(values, len(values) - 1) if values else math.nan
 
-
-def loss_rise(model: nn.Module, optimizer: torch.optim.Optimizer, x, targets, loss_fn,
-              steps: int = LOOKAHEAD) -> float:
-    """rise() over losses(): the mean loss on the batch after `steps` real steps of
-    optimizer on it over the loss before the first, everything put back."""
-    return rise(losses(model, optimizer, x, targets, loss_fn, steps), steps)

@@ -45,6 +45,9 @@ class Probe:
         self.points = points_store()
         self.unused: set[int] = set()
         """Indices of the layout's weights that got no gradient at the last measure."""
+        self.step_failed: str | None = None
+        """Why the optimizer's step could not be taken on a twin at the last measure (its
+        update ratios are NaN then), or None."""
         self.taps: dict = {}
         """Where the layout was found by the probe's forward (layout.Discovery): per
         recurrent module, the loss's gradient at its input (Gradients.taps)."""
@@ -120,11 +123,13 @@ class Probe:
                 index = {id(p): i for i, p in enumerate(trained)}
                 extra = list(g.extra)
                 del g, grads  # the step releases each gradient once it is used
+                self.step_failed = None
                 try:
                     steps, gain, after = self.take_step(model, updater, extra)
                 except Exception as exc:  # noqa: BLE001 - a user optimizer we cannot twin
-                    self.notes.add(f"update_ratio not measured: the optimizer's step could not "
-                                   f"be taken on a twin ({type(exc).__name__}: {exc})")
+                    self.step_failed = (f"the optimizer's step could not be taken on a twin "
+                                        f"({type(exc).__name__}: {exc})")
+                    self.notes.add(f"update_ratio not measured: {self.step_failed}")
                 else:
                     update = [ratio(steps[index[id(w)]], n) if id(w) in index else 0.0
                               for w, n in zip(weights, norms)]
