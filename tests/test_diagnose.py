@@ -401,3 +401,25 @@ def test_prediction_trusts_an_epoch1_accuracy_halfway_to_trained():
     moving = {"epoch1": {"verdict": "healthy", "evidence": {"update_min": 2e-6}}}
     assert prediction.predict_trainable(moving, 0.1, 3180) is True  # 3180 x 2e-6 = 0.64%
     assert prediction.predict_trainable(moving, 0.1, 1000) is False  # 0.2%
+
+
+def test_a_recurrence_whose_gates_sit_on_their_tails_is_saturated_at_init():
+    """At init a recurrent layer with GATE_SATURATED or more of its kernel's activations on a
+    flat tail is saturated, the layer named; below the line, NaN (not measured) or once
+    training has started (a trained forget gate held open is memory) it is not; a gradient
+    that grows back in time is named first."""
+    ok = {"grad_rms": [1.0, 1.0], "update_ratio": [1e-3, 1e-3], "saturated": [0.3],
+          "dead": [0.0], "preact_rms": [0.5]}
+    tails = {**ok, "through_time": [{"layer": 1, "steps": 24, "ratio": 0.33,
+                                     "saturated": 0.30, "name": "rnn"}]}
+    v = judge(tails, moment="inspect")
+    assert (v.verdict, v.layer, v.evidence["gates_saturated"]) == ("saturated", 1, 0.30)
+    assert "30% of the activations inside rnn" in v.why
+    assert judge(tails, moment="init").verdict == "saturated"
+    assert judge(tails, moment="end").verdict == "healthy"
+    for share in (0.049, math.nan):
+        kept = {**ok, "through_time": [{**tails["through_time"][0], "saturated": share}]}
+        assert judge(kept, moment="inspect").verdict == "healthy"
+    assert diagnose.GATE_SATURATED == 0.05
+    grown = {**ok, "through_time": [{**tails["through_time"][0], "ratio": 558.0}]}
+    assert judge(grown, moment="inspect").verdict == "exploding"

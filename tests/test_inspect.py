@@ -650,6 +650,47 @@ def test_a_plain_relu_cnn_whose_gradient_vanishes_is_vanishing_not_dead():
     assert r.verdict["verdict"] == "vanishing", r.table()
 
 
+class Recall(nn.Module):
+    """The zoo's recall LSTM, small: embedded tokens, an LSTM of 32 with the chrono init
+    (forget-gate biases log U(1, 23), input gates their negative), the last step read; its
+    matrices times scale."""
+
+    def __init__(self, scale: float = 1.0, d: int = 32, steps: int = 24):
+        super().__init__()
+        torch.manual_seed(0)
+        self.tok, self.rnn = nn.Embedding(16, d), nn.LSTM(d, d, batch_first=True)
+        self.head = nn.Linear(d, 10)
+        with torch.no_grad():
+            for b in (self.rnn.bias_ih_l0, self.rnn.bias_hh_l0):
+                b.zero_()
+            forget = torch.empty(d).uniform_(1, steps - 1).log()
+            self.rnn.bias_ih_l0[d:2 * d], self.rnn.bias_ih_l0[:d] = forget, -forget
+            for w in (self.rnn.weight_ih_l0, self.rnn.weight_hh_l0, self.head.weight):
+                w.mul_(scale)
+
+    def forward(self, tokens):
+        return self.head(self.rnn(self.tok(tokens))[0][:, -1])
+
+
+def test_a_recurrence_whose_gates_sit_on_their_tails_is_saturated():
+    """The recall LSTM with its matrices x10 (the zoo's twin, which does not learn): its
+    gradient does not grow back in time (the forget gates held open), but about a third of
+    the activations inside its kernel sit on a flat tail: saturated, the module named. At
+    its own scale none do, and it reads healthy."""
+    tokens = torch.randint(0, 16, (64, 24), generator=torch.Generator().manual_seed(0))
+    for scale, verdict in ((10.0, "saturated"), (1.0, "healthy")):
+        net = Recall(scale)
+        r = vgbench.inspect(net, tokens, tokens[:, 0] % 10,
+                            optimizer=torch.optim.AdamW(net.parameters(), 3e-3))
+        assert r.through_time["rnn"]["ratio"] < diagnose.EXPLODE_TIME
+        assert r.verdict["verdict"] == verdict, r.table()
+        shares = [a["saturated"] for a in r.activations if a["name"].startswith("rnn:")]
+        assert len(shares) == 5 and (sum(shares) / 5 > 0.25 if scale > 1 else max(shares) == 0)
+    big = vgbench.inspect(Recall(10.0), tokens, tokens[:, 0] % 10)
+    assert big.describe().startswith("saturated from rnn: ")
+    assert big.verdict["layer_name"] == "rnn"
+
+
 def test_a_short_memory_is_vanishing_only_where_the_answer_lies_beyond_it():
     """An LSTM at PyTorch's default init keeps about 0.6 of its gradient per step: over 30
     steps of one-hot tokens the first step's share is far below VANISH_TIME either way.

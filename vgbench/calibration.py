@@ -232,6 +232,19 @@ THRESHOLDS = (
               "tenfold growth over the unit gain of a recurrence that remembers perfectly",
               "seeds 1 and 2: x10 at 64 to 4,350 (did not learn), every other case at 1e-5 "
               "and below"),
+    Threshold("GATE_SATURATED", "saturated at init in a recurrent layer (the mean share on a "
+              "flat tail over the nonlinearities inside its kernel)",
+              "the zoo's seed 0, its 13 recurrent cases at init (the LSTM and GRU over rows, the "
+              "chrono LSTM recalling the first of 24 tokens, with their twins)",
+              "every run that learned, and every twin but x10: 0.0 (none of their gates on a "
+              "flat tail); weights x10 (none learned): LSTM 0.079, GRU 0.173, recall LSTM "
+              "0.302. One side is all zeros, so no middle: the line at a twentieth, a factor "
+              "1.6 below the least x10. Read after the rules through time, so it changes one "
+              "call: the recall LSTM x10 (0.30 against 0.33 of its gradient kept over 24 "
+              "steps; was healthy), the LSTM and GRU x10 stay exploding through time",
+              "seeds 1 and 2: x10 0.062-0.074 (LSTM), 0.148-0.180 (GRU), 0.300-0.312 (recall: "
+              "healthy -> saturated, both did not learn); every other recurrent case 0.0, "
+              "no other call changed; the suite's MLP has no recurrent layer"),
     Threshold("REACH", "prediction: trains when the slowest layer can move this far",
               "seed 42, sweep and full budgets",
               "trained: 7.8e-3 (layernorm, full budget) or more; did not: ReLU and LeakyReLU "

@@ -16,7 +16,7 @@ pre-activation scale. `diagnose` turns one such moment into one Verdict:
     saturated   half or more of all hidden activations sit on a flat tail (for a smooth
                 activation such as the sigmoid, exact zeros of the slope count here); or
                 an attention's softmax rows sit on one key while its output outweighs
-                its input
+                its input; or, at init, a recurrent layer's gates sit on a flat tail
     vanishing   the input side's updates are orders of magnitude smaller than the output
                 side's, and the gradient shrinks layer by layer toward the input; or, in
                 a recurrent layer (time is depth), the loss's gradient with respect to
@@ -84,9 +84,7 @@ LOOKAHEAD_RISE = 2.5
 optimizer on the probe batch, everything put back): LOSS_RISE's rule, read on those steps'
 mean loss over the loss before them. Its own line: ten steps on one batch from init are not
 a run's steps on fresh batches, and SGD with momentum on a deep batch-normed net without
-warm-up swings up on them and recovers in training. Set on the zoo's seed 0 (ResNet-50's
-design at SGD lr 0.02, learned: 2.06; the small ViT at lr x100, did not learn: 2.99; the
-geometric middle 2.48, a factor 1.2 from each); tested on seeds 1 and 2 (calibration.py)."""
+warm-up swings up on them and recovers in training. Calibration: calibration.py."""
 OVERSHOOT = 0.1
 """exploding at init (moments 'init' and 'inspect'): the step the optimizer would take raises
 the probe batch's loss by more than this share: it overshoots on the very batch it was
@@ -108,11 +106,9 @@ gradient)..."""
 ATTENTION_GAIN = 12.0
 """...while its output's RMS is at least this many times the RMS of the residual stream
 it is added to (layout.gains: the input of the block that calls it): nothing the skip
-carries routes around the frozen choice. Either alone trains: the zoo's transformers with
-only their queries and keys x10 (rows saturated, gain 0.4 and below) and with everything
-but them x10 (gain 16-40, no row saturated). Set on the zoo's seed 0 with weights x10
-(calibration.py has the numbers); a pre-norm stack's first attention is where the gain is
-(the stream then grows and dwarfs the later ones)."""
+carries routes around the frozen choice. Either alone trains (calibration.py); a pre-norm
+stack's first attention is where the gain is (the stream then grows and dwarfs the later
+ones)."""
 VANISH_SPREAD = 5e-3
 """vanishing: the first layer's update ratio over the output layer's is below this: the
 input side learns 200 times slower than the output side."""
@@ -141,17 +137,10 @@ TIME_SIGNAL = 1.5
 inputs carries nothing about the labels: the common part of its input weights'
 per-example gradients with the batch's labels over the same with the labels shifted by one
 example (reach.label_signal; about 1 without a tie) at most this (vanishing across
-positions reads it at the output layer's weight). A recurrence whose
-gradient reaches only the last steps still learns where those steps tell the label
-(Fashion-MNIST's rows), not where the answer lies further back (recalling the first
-token). Set on seed 0, batch 64, at init: the zoo's LSTM and GRU on rows with their x0.1
-twins (learn): 3.45-3.58; the zoo's LSTM recalling the first of 24 tokens, chrono and
-default gates: 1.03 and 1.12; one-hot tokens into an LSTM of 32, the label in the last
-step: 2.07, in the first: 0.95; the line near the middle (1.12 x 1.35, 2.07 / 1.38). Tested
-on seeds 1 and 2: rows 1.70-4.82, last-step labels 1.79 and 1.87; recall 0.86-0.97, first-
-step labels 1.05 and 1.06. At smaller batches the rows fall toward 1 (the zoo's LSTM and
-GRU, seeds 0-2: 1 of 6 below the line at batch 32, 2 of 6 at batch 16), and the ratio's
-false alarm returns; the recall cases stayed below."""
+positions reads it at the output layer's weight). A recurrence whose gradient reaches only
+the last steps still learns where those steps tell the label (Fashion-MNIST's rows), not
+where the answer lies further back (recalling the first token). At batches below 64 the
+ratio of nets that learn falls toward 1 (calibration.py)."""
 VANISH_REACH = 5e-3
 """vanishing across positions: at the stream the first attention adds to, the loss's
 gradient at the median position is below this share of the position that gets the most
@@ -164,9 +153,16 @@ EXPLODE_TIME = 10.0
 """exploding through time: a recurrent layer where the loss's gradient with respect to its
 first time step's input is above this many times the last step's: it grows as it goes back
 in time (a recurrence that keeps its memory perfectly, an LSTM with open forget gates,
-keeps it at about 1). Set on the zoo's seed 0 (LSTM and GRU with weights x10: 558 and
-436; the designs and their other twins: 6e-6 and below), tested on seeds 1 and 2 (x10: 64
-to 4,350; the others 1e-5 and below)."""
+keeps it at about 1). Calibration: calibration.py."""
+GATE_SATURATED = 0.05
+"""saturated at init (moments 'init' and 'inspect'), in a recurrent layer (RNN, LSTM, GRU):
+the nonlinearities inside its kernel (its gates and cell, kernels.GATES, over every example
+and time step) have at least this share on a flat tail, on average: a layer drawn at its
+usual scale has none (weights within 1/sqrt(hidden) keep every gate near its middle), and a
+gate on a flat tail passes no gradient to the weights that would open or close it, at any
+step. Read after the rules through time (a gradient that grows back in time is the larger
+trouble). Not applied once training has started: a trained forget gate held open is
+memory. Calibration: calibration.py."""
 
 EXPLODE_SPREAD = 1500.0
 """exploding at init (moments 'init' and 'inspect'), the gradient growing toward the input:
@@ -327,6 +323,14 @@ def diagnose(point: Point, theory: dict | None = None, moment: str = "",
                            f"step's (gain {_g(per_step)} per step)",
                            time_ratio=t["ratio"], time_steps=t["steps"],
                            gain_per_step=per_step)
+    for t in point.through_time if moment in ("init", "inspect") else ():
+        if t.get("saturated", math.nan) >= GATE_SATURATED:
+            return verdict("saturated", t["layer"],
+                           f"{t['saturated']:.0%} of the activations inside {t['name']} (its "
+                           "gates and cell, every example and step) sit on a flat tail: they "
+                           "pass no gradient to the weights that set them",
+                           gates_saturated=t["saturated"], time_steps=t["steps"],
+                           gain_per_layer=g)
     grown = rms[0] / rms[-1] if rms[-1] > 0 else math.nan
     if moment in ("init", "inspect") and grown > EXPLODE_SPREAD:
         return verdict("exploding", 1,

@@ -31,6 +31,7 @@ from tabulate import tabulate
 from torch import nn
 
 from vgbench import diagnose, files
+from vgbench.kernels import gate_saturation
 from vgbench.layout import Discovery, ModelLayout
 from vgbench.lookahead import LOOKAHEAD, TRIAL, fit, losses, rise
 from vgbench.point import HIDDEN_METRICS, Point
@@ -292,7 +293,8 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
     for k, m in enumerate(owners):
         place.setdefault(m, k + 1)
     time = [{"layer": place[modules[name]], "steps": t["steps"], "ratio": t["ratio"],
-             "signal": t.get("signal", math.nan), "name": name}
+             "signal": t.get("signal", math.nan), "name": name,
+             "saturated": gate_saturation(acts, name)}
             for name, t in through_time.items() if modules.get(name) in place]
     # an attention's place: its first weight's, its own or its submodules' (timm's qkv)
     inside = {name: next((k + 1 for k, n in enumerate(names) if n.startswith(name + ".")),
@@ -329,9 +331,8 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
                               rise_limit=diagnose.LOOKAHEAD_RISE)
         v.evidence["loss_rise"] = up
         notes.append(f"the loss over {LOOKAHEAD} real steps of the optimizer on the batch "
-                     f"is {up:.3g} times the loss before them (from "
-                     f"{diagnose.LOOKAHEAD_RISE:g} "
-                     "a large step is exploding; weights and optimizer put back)")
+                     f"is {up:.3g} times the loss before them (from {diagnose.LOOKAHEAD_RISE:g}"
+                     " a large step is exploding; weights and optimizer put back)")
     if wanted and tried:
         up, kept = rise(tried), fit(tried)
         if v.verdict == "healthy":
@@ -349,7 +350,7 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
             "the optimizer's step failed outside the probe" if wanted else
             f"without it the verdict is {v.verdict}, which the trial does not change"))
     v = v.to_dict()
-    if v["layer"]:  # diagnose counts layers 1.. along the chain, or the activations
+    if v["layer"] and "time_steps" not in v["evidence"]:  # 1.. along the chain, or the acts
         by_act = v["verdict"] in diagnose.BY_ACTIVATION
         v["layer_name"] = (layout.acts[reads[v["layer"] - 1]][0] if by_act
                            else seen.layer_name(v["layer"] - 1))

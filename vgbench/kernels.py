@@ -112,6 +112,14 @@ GATES = {"LSTM": (("input_gate", nn.Sigmoid), ("forget_gate", nn.Sigmoid),
 """The elementwise nonlinearities inside each recurrent module's fused kernel, by its mode."""
 
 
+def gate_saturation(activations: list[dict], module: str) -> float:
+    """A recurrent module's saturated share: the mean over the nonlinearities inside its
+    kernel (GATES; inspect's activation rows named 'module:gate'), NaN where none was
+    measured (the forms gate_names does not follow)."""
+    shares = [a["saturated"] for a in activations if a["name"].startswith(module + ":")]
+    return sum(shares) / len(shares) if shares else math.nan
+
+
 def gate_names(module: nn.RNNBase, args: tuple) -> list[tuple[str, nn.Module]]:
     """(name, stand-in module) of every nonlinearity recurrent_gates gives for this call, in
     its order, without computing them (what the layout lists); [] for the forms not

@@ -90,7 +90,8 @@ class Point:
     """Per recurrent layer: {'layer' (its 1-based place among the weights), 'steps',
     'ratio' (the first step's input gradient over the last step's), 'signal' (whether the
     gradient that reaches its inputs carries the labels: reach.label_signal; NaN: not
-    taken), 'name'}."""
+    taken), 'saturated' (the mean share on a flat tail over the nonlinearities inside its
+    kernel: kernels.GATES; NaN: not measured), 'name'}."""
     positions: list[dict] = field(default_factory=list)
     """Per first attention (inspect only): {'layer' (its 1-based place among the weights),
     'positions', 'reach' (the loss's gradient at the median position of the stream it adds
