@@ -140,7 +140,7 @@ example (reach.label_signal; about 1 without a tie) at most this (vanishing acro
 positions reads it at the output layer's weight). A recurrence whose gradient reaches only
 the last steps still learns where those steps tell the label (Fashion-MNIST's rows), not
 where the answer lies further back (recalling the first token). At batches below 64 the
-ratio of nets that learn falls toward 1 (calibration.py)."""
+ratio of nets that learn falls toward 1. Calibration: calibration.py."""
 VANISH_REACH = 5e-3
 """vanishing across positions: at the stream the first attention adds to, the loss's
 gradient at the median position is below this share of the position that gets the most
