@@ -92,6 +92,31 @@ def test_a_zoo_run_under_watch_gives_its_timeline_and_its_ground_truth():
     assert "exploding" in watched.tables([r, bad])
 
 
+def test_inspect_then_watch_are_judged_together():
+    """watched.together: inspect's trial call where it alarmed, else watch's first alarm
+    over the run, judged as run.rates judges a tool; a healthy case not yet watched is left
+    out of both lines. Here watch adds a false alarm (the design that learned) and names the
+    cause inspect missed (the x0.1 twin), and the twin inspect flagged is counted as it was."""
+    import watched
+
+    def rec(twin, learned, call):
+        return {"model": "m", "twin": twin, "seed": 1, "learned": learned,
+                "expected": list(zoo.TWINS[twin].causes) if twin != "-" else ["healthy"],
+                "verdict": call, "trial": {"verdict": call}}
+
+    records = [rec("-", True, "healthy"), rec("x0.1", False, "healthy"),
+               rec("x10", False, "exploding"), rec("sigmoid", False, "healthy")]
+    seen = [{"model": "m", "twin": t, "seed": 1, "every": 10, "first_alarm": a}
+            for t, a in (("-", "exploding at 0"), ("x0.1", "vanishing at 130"))]
+    text = watched.together(records, seen, 10)
+    assert "(3 cases)" in text
+    assert ("inspect alone: false alarms 0 of 1 runs that learned, right cause 1 of 2 that "
+            "did not (1 missed") in text
+    assert ("inspect, then watch: false alarms 1 of 1 runs that learned, right cause 2 of 2 "
+            "that did not (0 missed") in text
+    assert "(1 cases)" in watched.together(records, seen, 50)  # another interval: unwatched
+
+
 def test_a_run_whose_design_did_not_learn_has_no_ground_truth():
     """A twin that did not learn proves its cause only where the design (the fix) learned
     at that seed; the design that did not learn has no intervention to prove one. Both are

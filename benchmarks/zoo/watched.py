@@ -3,6 +3,12 @@ on those that do not, over the whole run rather than at init.
 
     python benchmarks/zoo/watched.py --seeds 0 --every 10 --out vg-out/zoo-watch
     python benchmarks/zoo/watched.py --models resnet18,gpt --twins=-,lr_x100
+    python benchmarks/zoo/watched.py --after vg-out/zoo/results.jsonl --seeds 1,2
+
+With --after (a zoo results.jsonl from run.py), only the cases whose inspect(trial=True)
+call there is healthy are watched, and the two are judged together, as a user who runs
+vg_inspect in CI and watch in training would see them: inspect's alarm where it raised
+one, else watch's first alarm over the run, else healthy.
 
 Each case (model, twin, seed) is trained as run.py trains it (its recipe, its budget, the
 same batches) with watch sampling every `every` optimizer steps; ground truth is the
@@ -23,6 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402
 import zoo  # noqa: E402
 
 import vgbench  # noqa: E402
@@ -76,9 +83,34 @@ def tables(records: list[dict]) -> str:
     return text
 
 
+def together(records: list[dict], watched: list[dict], every: int) -> str:
+    """inspect(trial=True) then watch, judged together on the zoo's records (run.py's) that
+    were watched or need not be (inspect alarmed): false alarms and right causes, as
+    run.rates counts them, beside inspect's alone on the same cases."""
+    seen = {(w["model"], w["twin"], w["seed"]): w for w in watched if w["every"] == every}
+    alone, joint = [], []
+    for r in records:
+        w = seen.get((r["model"], r["twin"], r["seed"]))
+        healthy = run.calls(r, "vgbench trial") == []
+        if healthy and w is None:
+            continue  # not watched (yet)
+        alone.append(r)
+        first = w["first_alarm"] if healthy else None
+        joint.append({**r, "trial": {"verdict": first.split(" at ")[0]}} if first else r)
+    lines = [f"\ninspect(trial=True), then watch every {every} where it reads healthy "
+             f"({len(joint)} cases):"]
+    for name, chosen in (("inspect alone", alone), ("inspect, then watch", joint)):
+        x = run.rates(chosen, "vgbench trial")
+        lines.append(f"- {name}: false alarms {x['false_alarms']} of {x['learned']} runs that "
+                     f"learned, right cause {x['right_cause']} of {x['broken']} that did not "
+                     f"({x['missed']} missed, {x['no_truth']} without ground truth)")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default=",".join(CASES))
+    ap.add_argument("--models", default=None,
+                    help=f"comma-separated (default: {','.join(CASES)}; with --after: all)")
     ap.add_argument("--twins", default=None,
                     help="comma-separated, '-' for none; with '=' when the list starts with "
                          "'-' (--twins=-,x10; default: each model's)")
@@ -90,7 +122,17 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true",
                     help="also write each case's history.json and report.html under "
                          "OUT/MODEL-TWIN-seedS")
+    ap.add_argument("--after", default=None, metavar="RESULTS",
+                    help="a zoo results.jsonl (run.py): watch only the cases inspect "
+                         "(trial=True) reads healthy there, and judge both together")
     args = ap.parse_args(argv)
+    after = {}
+    if args.after:
+        if not Path(args.after).is_file():
+            ap.error(f"--after {args.after}: no such file (a results.jsonl of run.py)")
+        after = {(r["model"], r["twin"], r["seed"]): r for r in map(
+            json.loads, Path(args.after).read_text().splitlines()) if "trial" in r}
+    args.models = args.models or ",".join(zoo.MODELS if after else CASES)
     if args.threads:
         torch.set_num_threads(args.threads)
     unknown = [m for m in args.models.split(",") if m not in zoo.MODELS]
@@ -112,6 +154,9 @@ def main(argv=None) -> int:
             for seed in map(int, args.seeds.split(",")):
                 if (name, twin or "-", seed, args.every) in seen:
                     continue
+                known = after.get((name, twin or "-", seed))
+                if after and (known is None or run.calls(known, "vgbench trial") != []):
+                    continue  # not in the results, or inspect alarmed: nothing to watch
                 try:
                     r = case(name, twin, seed, args.every, args.steps, dataset,
                              out if args.keep else None)
@@ -125,6 +170,11 @@ def main(argv=None) -> int:
                 print(f"{name} {twin or '-'} seed {seed}: acc {r['acc']:.3f}, alarms "
                       f"{r['alarms']}/{r['sampled']} {r['first_alarm'] or ''}", flush=True)
     text = tables(done)
+    if after:
+        seeds, twins = {int(x) for x in args.seeds.split(",")}, args.twins
+        chosen = [r for r in after.values() if r["model"] in args.models.split(",")
+                  and r["seed"] in seeds and (twins is None or r["twin"] in twins.split(","))]
+        text += together(chosen, done, args.every)
     (out / "watched.md").write_text(text)
     print(text)
     return 0
