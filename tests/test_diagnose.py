@@ -407,7 +407,7 @@ def test_a_recurrence_whose_gates_sit_on_their_tails_is_saturated_at_init():
     """At init a recurrent layer with GATE_SATURATED or more of its kernel's activations on a
     flat tail is saturated, the layer named; below the line, NaN (not measured) or once
     training has started (a trained forget gate held open is memory) it is not; a gradient
-    that grows back in time is named first."""
+    that grows back in time is named first, one that fades back in time after it."""
     ok = {"grad_rms": [1.0, 1.0], "update_ratio": [1e-3, 1e-3], "saturated": [0.3],
           "dead": [0.0], "preact_rms": [0.5]}
     tails = {**ok, "through_time": [{"layer": 1, "steps": 24, "ratio": 0.33,
@@ -423,3 +423,6 @@ def test_a_recurrence_whose_gates_sit_on_their_tails_is_saturated_at_init():
     assert diagnose.GATE_SATURATED == 0.05
     grown = {**ok, "through_time": [{**tails["through_time"][0], "ratio": 558.0}]}
     assert judge(grown, moment="inspect").verdict == "exploding"
+    lost = {**ok, "through_time": [{**tails["through_time"][0], "ratio": 1e-20}]}
+    assert judge(lost, moment="inspect").verdict == "saturated"  # the cause of that loss
+    assert judge(lost, moment="end").verdict == "vanishing"

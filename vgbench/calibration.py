@@ -241,7 +241,7 @@ THRESHOLDS = (
               "every run that learned, and every twin but x10: 0.0 (none of their gates on a "
               "flat tail); weights x10 (none learned): LSTM 0.079, GRU 0.173, recall LSTM "
               "0.302. One side is all zeros, so no middle: the line at a twentieth, a factor "
-              "1.6 below the least x10. Read after the rules through time, so it changes one "
+              "1.6 below the least x10. Read after exploding through time, so it changes one "
               "call: the recall LSTM x10 (0.30 against 0.33 of its gradient kept over 24 "
               "steps; was healthy), the LSTM and GRU x10 stay exploding through time",
               "seeds 1 and 2: x10 0.062-0.074 (LSTM), 0.148-0.180 (GRU), 0.300-0.312 (recall: "

@@ -160,8 +160,8 @@ the nonlinearities inside its kernel (its gates and cell, kernels.GATES, over ev
 and time step) have at least this share on a flat tail, on average: a layer drawn at its
 usual scale has none (weights within 1/sqrt(hidden) keep every gate near its middle), and a
 gate on a flat tail passes no gradient to the weights that would open or close it, at any
-step. Read after the rules through time (a gradient that grows back in time is the larger
-trouble). Not applied once training has started: a trained forget gate held open is
+step. Read after exploding through time (a gradient that grows back in time is the larger
+trouble) and before vanishing through time (saturated gates are its cause there). Not applied once training has started: a trained forget gate held open is
 memory. Calibration: calibration.py."""
 
 EXPLODE_SPREAD = 1500.0
