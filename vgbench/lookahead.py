@@ -86,4 +86,3 @@ def rise(values: list[float] | None, steps: int = LOOKAHEAD) -> float:
 def fit(values: list[float] | None) -> float:
     """rise() over every step losses() took: how far the steps lowered the batch's loss."""
     return rise(values, len(values) - 1) if values else math.nan
-

@@ -106,8 +106,10 @@ def test_inspect_then_watch_are_judged_together():
 
     records = [rec("-", True, "healthy"), rec("x0.1", False, "healthy"),
                rec("x10", False, "exploding"), rec("sigmoid", False, "healthy")]
-    seen = [{"model": "m", "twin": t, "seed": 1, "every": 10, "first_alarm": a}
-            for t, a in (("-", "exploding at 0"), ("x0.1", "vanishing at 130"))]
+    seen = [{"model": "m", "twin": t, "seed": 1, "every": 10, "onsets": onsets}
+            for t, onsets in (("-", [{"step": 0, "verdict": "exploding"}]),
+                              ("x0.1", [{"step": 0, "verdict": "healthy"},
+                                        {"step": 130, "verdict": "vanishing"}]))]
     text = watched.together(records, seen, 10)
     assert "(3 cases)" in text
     assert ("inspect alone: false alarms 0 of 1 runs that learned, right cause 1 of 2 that "

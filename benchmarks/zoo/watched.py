@@ -95,8 +95,9 @@ def together(records: list[dict], watched: list[dict], every: int) -> str:
         if healthy and w is None:
             continue  # not watched (yet)
         alone.append(r)
-        first = w["first_alarm"] if healthy else None
-        joint.append({**r, "trial": {"verdict": first.split(" at ")[0]}} if first else r)
+        first = next((o["verdict"] for o in w["onsets"] if o["verdict"] != "healthy"),
+                     None) if healthy else None  # watch's first alarm
+        joint.append({**r, "trial": {"verdict": first}} if first else r)
     lines = [f"\ninspect(trial=True), then watch every {every} where it reads healthy "
              f"({len(joint)} cases):"]
     for name, chosen in (("inspect alone", alone), ("inspect, then watch", joint)):
@@ -130,8 +131,14 @@ def main(argv=None) -> int:
     if args.after:
         if not Path(args.after).is_file():
             ap.error(f"--after {args.after}: no such file (a results.jsonl of run.py)")
-        after = {(r["model"], r["twin"], r["seed"]): r for r in map(
-            json.loads, Path(args.after).read_text().splitlines()) if "trial" in r}
+        try:
+            after = {(r["model"], r["twin"], r["seed"]): r for r in map(
+                json.loads, Path(args.after).read_text().splitlines()) if "trial" in r}
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            ap.error(f"--after {args.after}: not a results.jsonl of run.py ({exc})")
+        if not after:
+            ap.error(f"--after {args.after}: no case has inspect(trial=True)'s call; "
+                     "record it with python benchmarks/zoo/run.py --reinspect")
     args.models = args.models or ",".join(zoo.MODELS if after else CASES)
     if args.threads:
         torch.set_num_threads(args.threads)
