@@ -161,8 +161,9 @@ and time step) have at least this share on a flat tail, on average: a layer draw
 usual scale has none (weights within 1/sqrt(hidden) keep every gate near its middle), and a
 gate on a flat tail passes no gradient to the weights that would open or close it, at any
 step. Read after exploding through time (a gradient that grows back in time is the larger
-trouble) and before vanishing through time (saturated gates are its cause there). Not applied once training has started: a trained forget gate held open is
-memory. Calibration: calibration.py."""
+trouble) and before vanishing through time (saturated gates are its cause there). Not
+applied once training has started: a trained forget gate held open is memory.
+Calibration: calibration.py."""
 
 EXPLODE_SPREAD = 1500.0
 """exploding at init (moments 'init' and 'inspect'), the gradient growing toward the input:

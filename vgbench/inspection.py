@@ -350,14 +350,14 @@ def _report(layout: ModelLayout, probe: Probe, point: Point, loss: float, mode: 
             "the optimizer's step failed outside the probe" if wanted else
             f"without it the verdict is {v.verdict}, which the trial does not change"))
     v = v.to_dict()
-    if v["layer"] and "time_steps" not in v["evidence"]:  # 1.. along the chain, or the acts
+    if "time_steps" in v["evidence"]:  # the recurrent module, not its first weight
+        v["layer_name"] = next(t["name"] for t in time if t["layer"] == v["layer"])
+    elif "attention" in v["evidence"]:
+        v["layer_name"] = v["evidence"]["attention"]
+    elif v["layer"]:  # diagnose counts layers 1.. along the chain, or the activations
         by_act = v["verdict"] in diagnose.BY_ACTIVATION
         v["layer_name"] = (layout.acts[reads[v["layer"] - 1]][0] if by_act
                            else seen.layer_name(v["layer"] - 1))
-    if "attention" in v["evidence"]:
-        v["layer_name"] = v["evidence"]["attention"]
-    if "time_steps" in v["evidence"]:  # the recurrent module, not its first weight
-        v["layer_name"] = next(t["name"] for t in time if t["layer"] == v["layer"])
     for name, t in through_time.items():
         notes.append(f"{name}: over {t['steps']} steps the loss's gradient with respect to the "
                      f"first step's input is {t['ratio']:.2g} of the last step's (time is "

@@ -19,12 +19,12 @@ SLICE = [("gpt", None), ("gpt", "rezero"), ("transformer_pre", "rezero"),
 """(model, twin) pairs, cheap on a CPU, of every kind of call (healthy and trained; broken,
 did not train, and named by its cause: dead units, exploding by the step and through time,
 vanishing through time, a saturated attention, saturated gates, positions out of reach),
-each right on seed
-0: ResNet-18's design and the first three since the first zoo run; MobileNetV3's dead
-units and its exploding step, right at every seed (they replaced ResNet-18's own twins,
-which took 100 s each in CI); the recurrent ones since EXPLODE_TIME and TIME_SIGNAL, GPT
-x10 since ATTENTION_SATURATED and ATTENTION_GAIN, GPT x0.1 since VANISH_REACH, the recall
-LSTM x10 since GATE_SATURATED, set on that seed. The zoo's misses are in benchmarks/zoo/RESULTS.md and docs/zoo.md, not hidden here."""
+each right on seed 0: ResNet-18's design and the first three since the first zoo run;
+MobileNetV3's dead units and its exploding step, right at every seed (they replaced
+ResNet-18's own twins, which took 100 s each in CI); the recurrent ones since EXPLODE_TIME
+and TIME_SIGNAL, GPT x10 since ATTENTION_SATURATED and ATTENTION_GAIN, GPT x0.1 since
+VANISH_REACH, the recall LSTM x10 since GATE_SATURATED, set on that seed. The zoo's misses
+are in benchmarks/zoo/RESULTS.md and docs/zoo.md, not hidden here."""
 
 
 @pytest.mark.parametrize("name,twin", SLICE, ids=[f"{n}-{t or 'design'}" for n, t in SLICE])

@@ -83,6 +83,12 @@ def tables(records: list[dict]) -> str:
     return text
 
 
+def inspect_alarmed(record: dict) -> bool:
+    """Whether inspect(trial=True)'s call in a zoo record (run.py's) is an alarm: where it is
+    not, watch has something to add."""
+    return run.calls(record, "vgbench trial") != []
+
+
 def together(records: list[dict], watched: list[dict], every: int) -> str:
     """inspect(trial=True) then watch, judged together on the zoo's records (run.py's) that
     were watched or need not be (inspect alarmed): false alarms and right causes, as
@@ -91,7 +97,7 @@ def together(records: list[dict], watched: list[dict], every: int) -> str:
     alone, joint = [], []
     for r in records:
         w = seen.get((r["model"], r["twin"], r["seed"]))
-        healthy = run.calls(r, "vgbench trial") == []
+        healthy = not inspect_alarmed(r)
         if healthy and w is None:
             continue  # not watched (yet)
         alone.append(r)
@@ -162,7 +168,7 @@ def main(argv=None) -> int:
                 if (name, twin or "-", seed, args.every) in seen:
                     continue
                 known = after.get((name, twin or "-", seed))
-                if after and (known is None or run.calls(known, "vgbench trial") != []):
+                if after and (known is None or inspect_alarmed(known)):
                     continue  # not in the results, or inspect alarmed: nothing to watch
                 try:
                     r = case(name, twin, seed, args.every, args.steps, dataset,
